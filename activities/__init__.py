@@ -1,0 +1,1 @@
+"""Every side effect of the engine, grouped by the system it touches."""

@@ -1,0 +1,104 @@
+"""The verification loop: run checks until they pass N times in a row or a deadline passes.
+
+It polls inside one heartbeating activity, so a verification of any length adds a handful of
+events to the workflow history, not one per poll. Progress (attempts, streak, the deadline)
+rides on the heartbeat, so a retry on another worker keeps the original deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from activities.mongo import MongoTargetInput, get_mongo_connection_usage
+from activities.postgres import TargetInput, get_connection_usage
+from activities.probes import health_url, probe_url
+
+
+class CheckSpec(BaseModel):
+    kind: Literal["pg_usage_below", "mongo_usage_below", "http_healthy"]
+    target: str
+    threshold: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "http_healthy":
+            return f"{self.target} health endpoint answers 200"
+        return f"{self.target} connection usage below {self.threshold:.0%}"
+
+
+class VerifyInput(BaseModel):
+    checks: list[CheckSpec]
+    required_consecutive: int = 3
+    interval_seconds: float = 5.0
+    deadline_seconds: float = 180.0
+
+
+class CheckObservation(BaseModel):
+    check: str
+    passed: bool
+    observed: str
+
+
+class VerifyProgress(BaseModel):
+    attempts: int = 0
+    consecutive: int = 0
+    elapsed_before: float = 0.0
+
+
+class VerifyResult(BaseModel):
+    passed: bool
+    attempts: int
+    consecutive: int
+    elapsed_seconds: float
+    last: list[CheckObservation] = Field(default_factory=list)
+
+
+async def _run_check(client: httpx.AsyncClient, check: CheckSpec) -> CheckObservation:
+    try:
+        if check.kind == "http_healthy":
+            probe = await probe_url(client, health_url(check.target))
+            observed = str(probe.status_code or probe.error)
+            return CheckObservation(check=check.describe(), passed=probe.healthy, observed=observed)
+        if check.kind == "pg_usage_below":
+            usage = (await get_connection_usage(TargetInput(target=check.target))).usage
+        else:
+            usage = (await get_mongo_connection_usage(MongoTargetInput(target=check.target))).usage
+    except Exception as err:  # a failing check is an observation, not a crash of the loop
+        return CheckObservation(check=check.describe(), passed=False, observed=str(err)[:200])
+    return CheckObservation(
+        check=check.describe(), passed=usage < check.threshold, observed=f"{usage:.1%}"
+    )
+
+
+@activity.defn
+async def verify_until_stable(params: VerifyInput) -> VerifyResult:
+    info = activity.info()
+    progress = VerifyProgress()
+    if info.heartbeat_details:
+        progress = VerifyProgress.model_validate(info.heartbeat_details[0])
+    started = time.monotonic() - progress.elapsed_before
+    last: list[CheckObservation] = []
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while True:
+            last = [await _run_check(client, check) for check in params.checks]
+            progress.attempts += 1
+            progress.consecutive = progress.consecutive + 1 if all(o.passed for o in last) else 0
+            progress.elapsed_before = time.monotonic() - started
+            activity.heartbeat(progress.model_dump())
+            if progress.consecutive >= params.required_consecutive:
+                break
+            if progress.elapsed_before + params.interval_seconds > params.deadline_seconds:
+                break
+            await asyncio.sleep(params.interval_seconds)
+    return VerifyResult(
+        passed=progress.consecutive >= params.required_consecutive,
+        attempts=progress.attempts,
+        consecutive=progress.consecutive,
+        elapsed_seconds=round(progress.elapsed_before, 2),
+        last=last,
+    )

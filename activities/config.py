@@ -1,0 +1,174 @@
+"""The engine's configuration file: targets, approvers, runbook policies, notifications.
+
+One TOML file, its path from `REMEDIATE_CONFIG`. Credentials appear here only as references
+(`{ env = "NAME" }` or `{ secret_arn = "arn:..." }`); activities resolve them at call time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_ENV = "REMEDIATE_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is missing or wrong; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SecretRef(_Strict):
+    """Where a secret lives. Never the secret itself."""
+
+    env: str | None = None
+    secret_arn: str | None = None
+    json_key: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SecretRef:
+        if (self.env is None) == (self.secret_arn is None):
+            raise ValueError("a secret reference needs exactly one of `env` or `secret_arn`")
+        return self
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env else f"secret:{self.secret_arn}"
+
+
+class RestartHook(_Strict):
+    url: str
+    token: SecretRef | None = None
+    timeout_seconds: float = 30.0
+
+
+class TargetConfig(_Strict):
+    kind: Literal["postgres", "mongodb", "http"]
+    environment: str = "production"
+    dsn: SecretRef | None = None
+    health_url: str | None = None
+    restart: RestartHook | None = None
+
+    @model_validator(mode="after")
+    def _database_needs_dsn(self) -> TargetConfig:
+        if self.kind in ("postgres", "mongodb") and self.dsn is None:
+            raise ValueError(f'a {self.kind} target needs `dsn = {{ env = "VAR" }}`')
+        return self
+
+
+class Identity(_Strict):
+    """An approver or requester: who they are is proven by a token whose hash is stored."""
+
+    token_sha256: str
+    groups: list[str] = Field(default_factory=list)
+
+
+class ApprovalsConfig(_Strict):
+    signing_key: SecretRef = SecretRef(env="REMEDIATE_APPROVAL_SIGNING_KEY")
+    max_decision_age_seconds: int = 900
+
+
+class AutoApproveConfig(_Strict):
+    name: str
+    actions: list[str]
+    max_affected: int
+    max_share: float = 0.5
+    targets: list[str] = Field(default_factory=list)
+
+
+class GateConfig(_Strict):
+    required_group: str = "engineering-leads"
+    required_group_by_environment: dict[str, str] = Field(default_factory=dict)
+    four_eyes: bool = True
+    remind_after: timedelta = timedelta(minutes=10)
+    abort_after: timedelta = timedelta(minutes=30)
+    auto_approve: AutoApproveConfig | None = None
+
+    @model_validator(mode="after")
+    def _abort_after_reminder(self) -> GateConfig:
+        if self.abort_after <= self.remind_after:
+            raise ValueError("gate `abort_after` must be longer than `remind_after`")
+        return self
+
+
+class PoolRestartConfig(_Strict):
+    usage_threshold: float = 0.8
+    idle_older_than_seconds: int = 300
+    terminate_batch_size: int = 50
+    terminate_batch_pause_seconds: float = 0.0
+    verify_consecutive: int = 3
+    verify_interval_seconds: float = 5.0
+    verify_deadline_seconds: float = 180.0
+    gate: GateConfig = GateConfig()
+
+
+class RunbooksConfig(_Strict):
+    pool_restart: PoolRestartConfig = PoolRestartConfig()
+
+
+class NotifyConfig(_Strict):
+    webhook_url: str | None = None
+    webhook_token: SecretRef | None = None
+
+
+class EngineConfig(_Strict):
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    identities: dict[str, Identity] = Field(default_factory=dict)
+    approvals: ApprovalsConfig = ApprovalsConfig()
+    runbooks: RunbooksConfig = RunbooksConfig()
+    notify: NotifyConfig = NotifyConfig()
+
+    def target(self, name: str) -> TargetConfig:
+        try:
+            return self.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise UnknownTargetError(
+                f"unknown target {name!r}: add it under [targets.{name}] (known: {known})"
+            ) from None
+
+
+class UnknownTargetError(ConfigError):
+    pass
+
+
+_cache: dict[tuple[str, float], EngineConfig] = {}
+
+
+def config_path() -> Path:
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise ConfigError(f"set {CONFIG_ENV} to the path of the engine's TOML config")
+    return Path(raw)
+
+
+def load_config(path: Path | None = None) -> EngineConfig:
+    """Read and validate the config; cached until the file changes."""
+    path = path or config_path()
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    key = (str(path), mtime)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = parse_config(path.read_text(), source=str(path))
+    return _cache[key]
+
+
+def parse_config(text: str, source: str = "<config>") -> EngineConfig:
+    try:
+        return EngineConfig.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source} is not valid TOML: {err}") from None
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"{source} is invalid: {problems}") from None

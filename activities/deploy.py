@@ -1,0 +1,55 @@
+"""Deploy-side actions over HTTP. For now: the app's configured restart hook."""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.config import load_config
+from activities.secrets import resolve_secret
+
+
+class RestartAppInput(BaseModel):
+    target: str
+    # Same key for every attempt of one approved plan: the hook restarts at most once per key.
+    idempotency_key: str
+
+
+class RestartAppResult(BaseModel):
+    url: str
+    status_code: int
+    already_done: bool
+
+
+@activity.defn
+async def restart_app(params: RestartAppInput) -> RestartAppResult:
+    hook = load_config().target(params.target).restart
+    if hook is None:
+        raise ApplicationError(
+            f"target {params.target!r} has no [restart] hook configured", non_retryable=True
+        )
+    headers = {"Idempotency-Key": params.idempotency_key}
+    if hook.token is not None:
+        headers["Authorization"] = f"Bearer {resolve_secret(hook.token)}"
+    async with httpx.AsyncClient(timeout=hook.timeout_seconds) as client:
+        response = await client.post(hook.url, headers=headers)
+    if response.status_code in (401, 403):
+        raise ApplicationError(
+            f"restart hook of {params.target!r} refused our credential ({response.status_code})",
+            non_retryable=True,
+        )
+    if response.status_code >= 400:
+        # Retryable: the app may be mid-crash; Temporal's retry policy paces the attempts.
+        raise ApplicationError(f"restart hook of {params.target!r} answered {response.status_code}")
+    body = (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    return RestartAppResult(
+        url=hook.url,
+        status_code=response.status_code,
+        already_done=bool(body.get("already_done", False)),
+    )

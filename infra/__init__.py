@@ -1,0 +1,1 @@
+"""The local dev stack: Temporal dev server, Postgres, demo app, worker."""

@@ -1,0 +1,474 @@
+"""The approval gate, on the time-skipping test server.
+
+The database, probe and notification activities are fakes registered under the real names;
+the target registry and decision authentication are the real activities over a real config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.approval_auth import DecisionRequest, authenticate_decision, sign_decision
+from activities.checks import VerifyInput, VerifyResult
+from activities.deploy import RestartAppInput, RestartAppResult
+from activities.notify import Notification, NotifyResult
+from activities.postgres import (
+    ConnectionUsage,
+    FindIdleSessionsInput,
+    IdleSessions,
+    SessionRef,
+    TargetInput,
+    TerminateSessionsInput,
+    TerminateSessionsResult,
+)
+from activities.targets import describe_target
+from tests.support import eventually, mint, wait_for_gate, write_config
+from workflows.models import (
+    DecisionOutcome,
+    ExpectedImpact,
+    GateView,
+    Plan,
+    RunbookInput,
+    RunReport,
+    RunStatus,
+)
+from workflows.pool_restart import PoolRestartWorkflow
+
+CONFIG = """
+[targets.orders-db]
+kind = "postgres"
+dsn = {{ env = "UNUSED_IN_GATE_TESTS" }}
+health_url = "http://127.0.0.1:9/health"
+restart = {{ url = "http://127.0.0.1:9/restart" }}
+
+[runbooks.pool_restart]
+usage_threshold = 0.8
+idle_older_than_seconds = 300
+
+[runbooks.pool_restart.gate]
+required_group = "engineering-leads"
+remind_after = 600
+abort_after = 1800
+{auto}
+"""
+
+AUTO = """
+[runbooks.pool_restart.gate.auto_approve]
+name = "small-idle-cleanup"
+actions = ["terminate_idle_sessions"]
+max_affected = 50
+max_share = 0.4
+"""
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FakeSystem:
+    """What the fake activities see and record."""
+
+    total: int = 90
+    idle_pids: list[int] = field(default_factory=lambda: list(range(1000, 1030)))
+    verify_passes: bool = True
+    terminated: list[list[int]] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
+    notes: list[Notification] = field(default_factory=list)
+    planning_allowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def sessions(self) -> list[SessionRef]:
+        return [
+            SessionRef(
+                pid=pid,
+                backend_start=START,
+                user="app",
+                application="orders-api",
+                state="idle",
+                idle_seconds=900,
+            )
+            for pid in self.idle_pids
+        ]
+
+    def activities(self) -> list[object]:
+        @activity.defn(name="get_connection_usage")
+        async def usage(params: TargetInput) -> ConnectionUsage:
+            return ConnectionUsage(
+                target=params.target,
+                database="orders",
+                max_connections=100,
+                total=self.total,
+                usage=self.total / 100,
+                by_state={"idle": len(self.idle_pids)},
+                by_user={"app": self.total},
+                by_application={"orders-api": self.total},
+            )
+
+        @activity.defn(name="find_idle_sessions")
+        async def idle(params: FindIdleSessionsInput) -> IdleSessions:
+            await self.planning_allowed.wait()
+            return IdleSessions(sessions=self.sessions())
+
+        @activity.defn(name="terminate_sessions")
+        async def terminate(params: TerminateSessionsInput) -> TerminateSessionsResult:
+            pids = [s.pid for s in params.sessions]
+            self.terminated.append(pids)
+            return TerminateSessionsResult(terminated=pids)
+
+        @activity.defn(name="verify_until_stable")
+        async def verify(params: VerifyInput) -> VerifyResult:
+            return VerifyResult(
+                passed=self.verify_passes, attempts=3, consecutive=3, elapsed_seconds=10
+            )
+
+        @activity.defn(name="restart_app")
+        async def restart(params: RestartAppInput) -> RestartAppResult:
+            self.restarts.append(params.idempotency_key)
+            return RestartAppResult(url="http://fake/restart", status_code=200, already_done=False)
+
+        @activity.defn(name="notify")
+        async def note(params: Notification) -> NotifyResult:
+            self.notes.append(params)
+            return NotifyResult()
+
+        return [
+            usage,
+            idle,
+            terminate,
+            verify,
+            restart,
+            note,
+            describe_target,
+            authenticate_decision,
+        ]
+
+
+@pytest.fixture
+async def system(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[FakeSystem]:
+    write_config(tmp_path, CONFIG.format(auto=""))
+    fake = FakeSystem()
+    fake.planning_allowed.set()
+    async with Worker(
+        time_skipping_env.client,
+        task_queue="gate-tests",
+        workflows=[PoolRestartWorkflow],
+        activities=fake.activities(),  # type: ignore[arg-type]
+    ):
+        yield fake
+
+
+Handle = WorkflowHandle[PoolRestartWorkflow, RunReport]
+
+
+async def start(
+    env: WorkflowEnvironment, requested_by: str = "alice", dry_run: bool = False
+) -> Handle:
+    return await env.client.start_workflow(
+        PoolRestartWorkflow.run,
+        RunbookInput(target="orders-db", requested_by=requested_by, dry_run=dry_run),
+        id=f"gate-test-{uuid.uuid4().hex[:8]}",
+        task_queue="gate-tests",
+    )
+
+
+def kinds(report: RunReport) -> list[str]:
+    return [step.kind for step in report.steps]
+
+
+async def test_lead_approval_runs_the_exact_plan(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env)
+    gate = await wait_for_gate(handle)
+    assert gate.required_group == "engineering-leads"
+    assert gate.plan.expected_impact.affected == 30
+
+    decision = await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id, "ok")
+    )
+    assert decision.outcome == DecisionOutcome.APPROVED and decision.decided_by == "bob"
+    report = await handle.result()
+    assert report.status == RunStatus.REMEDIATED
+    assert system.terminated == [system.idle_pids]
+    assert [
+        k
+        for k in kinds(report)
+        if k in {"gate_opened", "gate_approved", "action"} or k.startswith("verification")
+    ] == ["gate_opened", "gate_approved", "action", "verification_passed"]
+
+
+async def test_rejection_acts_on_nothing(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env)
+    gate = await wait_for_gate(handle)
+    await handle.execute_update(
+        PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate.plan.plan_id, "no")
+    )
+    report = await handle.result()
+    assert report.status == RunStatus.REJECTED
+    assert system.terminated == [] and system.restarts == []
+
+
+async def test_timeout_reminds_then_aborts_safely(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env)
+    await wait_for_gate(handle)
+    report = await handle.result()  # the test server skips the 30 minutes
+    assert report.status == RunStatus.ABORTED
+    assert system.terminated == []
+    assert [n.event for n in system.notes] == ["gate_opened", "gate_reminder", "gate_timed_out"]
+    assert [n.severity for n in system.notes][1:] == ["page", "page"]
+    at = {s.kind: s.at for s in report.steps}
+    assert timedelta(minutes=10) <= at["gate_reminder"] - at["gate_opened"] < timedelta(minutes=11)
+    waited = at["gate_timed_out"] - at["gate_opened"]
+    assert timedelta(minutes=30) <= waited < timedelta(minutes=30, seconds=1)
+
+
+async def test_requester_cannot_approve_their_own_run(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env, requested_by="bob")
+    gate = await wait_for_gate(handle)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
+        )
+    assert "requested this run" in str(refused.value.cause)
+    await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("carol", handle.id, "approve", gate.plan.plan_id)
+    )
+    report = await handle.result()
+    refusal = next(s for s in report.steps if s.kind == "decision_refused")
+    assert refusal.actor == "bob"
+    assert report.decisions[0].decided_by == "carol"
+
+
+async def test_approver_outside_the_required_group_is_refused(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env, requested_by="carol")
+    gate = await wait_for_gate(handle)
+    for who in ("alice", "mallory"):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                PoolRestartWorkflow.approve, mint(who, handle.id, "approve", gate.plan.plan_id)
+            )
+        assert "not in the required group engineering-leads" in str(refused.value.cause)
+    assert await handle.query(PoolRestartWorkflow.pending_gate) is not None
+    await handle.execute_update(
+        PoolRestartWorkflow.reject, mint("bob", handle.id, "reject", gate.plan.plan_id)
+    )
+    report = await handle.result()
+    assert [s.actor for s in report.steps if s.kind == "decision_refused"] == ["alice", "mallory"]
+    assert system.terminated == []
+
+
+async def test_forged_decisions_are_refused_and_recorded(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env)
+    gate = await wait_for_gate(handle)
+    unsigned = DecisionRequest(
+        plan_id=gate.plan.plan_id, approver="bob", issued_at=datetime.now(UTC)
+    )
+    wrong_key = sign_decision("not-the-key", handle.id, "approve", unsigned)
+    # A genuine rejection re-labelled as an approval is a forgery too.
+    relabelled = mint("bob", handle.id, "reject", gate.plan.plan_id)
+    # A genuine approval for another run cannot be replayed here.
+    other_run = mint("bob", "some-other-workflow", "approve", gate.plan.plan_id)
+    for forged in (unsigned, wrong_key, relabelled, other_run):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PoolRestartWorkflow.approve, forged)
+        assert "not authenticated" in str(refused.value.cause)
+    report = await handle.query(PoolRestartWorkflow.report)
+    assert len([s for s in report.steps if s.kind == "decision_refused"]) == 4
+    assert report.status == RunStatus.AWAITING_APPROVAL
+    await handle.execute_update(
+        PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate.plan.plan_id)
+    )
+    await handle.result()
+    assert system.terminated == []
+
+
+async def test_decision_for_another_plan_is_refused(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env)
+    gate = await wait_for_gate(handle)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", "0123456789abcdef")
+        )
+    assert "is not the open plan" in str(refused.value.cause)
+    await handle.execute_update(
+        PoolRestartWorkflow.reject, mint("bob", handle.id, "reject", gate.plan.plan_id)
+    )
+    assert (await handle.result()).status == RunStatus.REJECTED
+
+
+async def test_duplicate_and_late_conflicting_decisions(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    system.planning_allowed.clear()
+    handle = await start(time_skipping_env)
+    gate_plan = await _blocked_plan(system, handle)
+    first = mint("bob", handle.id, "approve", gate_plan)
+    system.planning_allowed.set()
+    await wait_for_gate(handle)
+    decided = await handle.execute_update(PoolRestartWorkflow.approve, first)
+    again = await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate_plan)
+    )
+    assert again == decided
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate_plan)
+        )
+    assert "already approved by bob" in str(refused.value.cause)
+    report = await handle.result()
+    assert system.terminated == [system.idle_pids]
+    assert "decision_duplicate" in kinds(report)
+
+
+async def test_decision_sent_before_the_gate_opens_applies_to_that_plan(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    system.planning_allowed.clear()
+    handle = await start(time_skipping_env)
+    plan_id = await _blocked_plan(system, handle)
+    early = asyncio.create_task(
+        handle.execute_update(
+            PoolRestartWorkflow.approve, mint("carol", handle.id, "approve", plan_id)
+        )
+    )
+    await asyncio.sleep(1)
+    assert not early.done()  # held, not lost and not applied to nothing
+    system.planning_allowed.set()
+    decision = await early
+    assert decision.plan_id == plan_id and decision.decided_by == "carol"
+    report = await handle.result()
+    assert report.status == RunStatus.REMEDIATED
+    assert system.terminated == [system.idle_pids]
+
+
+async def test_dry_run_records_what_it_would_do_and_acts_on_nothing(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await start(time_skipping_env, dry_run=True)
+    report = await handle.result()
+    assert report.status == RunStatus.DRY_RUN
+    assert report.decisions[0].outcome == DecisionOutcome.DRY_RUN
+    assert "would terminate_idle_sessions" in report.summary
+    assert system.terminated == [] and system.restarts == []
+
+
+async def test_false_alarm_needs_no_action(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    system.total = 40
+    report = await (await start(time_skipping_env)).result()
+    assert report.status == RunStatus.NO_ACTION_NEEDED
+    assert "gate_opened" not in kinds(report) and system.terminated == []
+
+
+async def test_failed_verification_falls_back_to_a_gated_restart_then_escalates(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    system.verify_passes = False
+    handle = await start(time_skipping_env)
+    first = await wait_for_gate(handle)
+    await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", first.plan.plan_id)
+    )
+    second = await eventually(lambda: _gate_other_than(handle, first.plan.plan_id))
+    assert second.plan.action == "restart_app"
+    await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", second.plan.plan_id)
+    )
+    report = await handle.result()
+    assert report.status == RunStatus.ESCALATED
+    assert len(system.restarts) == 1
+    assert system.notes[-1].severity == "page"
+
+
+async def test_auto_approval_within_policy_and_person_beyond_it(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    write_config(tmp_path, CONFIG.format(auto=AUTO))
+    small, large = FakeSystem(), FakeSystem(idle_pids=list(range(1000, 1045)))
+    for fake in (small, large):
+        fake.planning_allowed.set()
+    for fake, queue in ((small, "auto-small"), (large, "auto-large")):
+        async with Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            workflows=[PoolRestartWorkflow],
+            activities=fake.activities(),  # type: ignore[arg-type]
+        ):
+            handle = await time_skipping_env.client.start_workflow(
+                PoolRestartWorkflow.run,
+                RunbookInput(target="orders-db", requested_by="alertmanager"),
+                id=f"auto-{queue}-{uuid.uuid4().hex[:6]}",
+                task_queue=queue,
+            )
+            if fake is small:
+                report = await handle.result()
+                assert report.decisions[0].by_policy == "small-idle-cleanup"
+                assert report.decisions[0].decided_by == "policy:small-idle-cleanup"
+                assert fake.terminated == [fake.idle_pids]
+            else:
+                gate = await wait_for_gate(handle)  # 45 of 90 = 50%, over the 40% limit
+                assert gate.plan.expected_impact.share_of_total == 0.5
+                report = await handle.query(PoolRestartWorkflow.report)
+                assert "auto_approval_declined" in kinds(report)
+                await handle.execute_update(
+                    PoolRestartWorkflow.approve,
+                    mint("bob", handle.id, "approve", gate.plan.plan_id),
+                )
+                assert (await handle.result()).status == RunStatus.REMEDIATED
+
+
+async def _gate_other_than(handle: Handle, plan_id: str) -> GateView | None:
+    gate = await handle.query(PoolRestartWorkflow.pending_gate)
+    return gate if gate is not None and gate.plan.plan_id != plan_id else None
+
+
+async def _blocked_plan(system: FakeSystem, handle: Handle) -> str:
+    """The plan id the gate will open with, computed as the runbook does (plan ids are
+    deterministic hashes), while the run is held just before planning."""
+    await eventually(lambda: _status_is(handle, RunStatus.PLANNING))
+    share = len(system.idle_pids) / system.total
+    plan = Plan(
+        runbook="pool_restart",
+        action="terminate_idle_sessions",
+        target="orders-db",
+        parameters={
+            "database": "orders",
+            "idle_older_than_seconds": 300,
+            "sessions": [s.model_dump(mode="json") for s in system.sessions()],
+        },
+        expected_impact=ExpectedImpact(
+            summary=f"terminate {len(system.idle_pids)} sessions idle > 300s "
+            f"({share:.0%} of {system.total} connections)",
+            affected=len(system.idle_pids),
+            share_of_total=round(share, 4),
+        ),
+    )
+    return plan.plan_id
+
+
+async def _status_is(handle: Handle, status: RunStatus) -> bool:
+    return (await handle.query(PoolRestartWorkflow.report)).status == status

@@ -1,0 +1,1 @@
+"""The runnable processes: the Temporal worker and the `remediate` CLI."""

@@ -1,0 +1,26 @@
+"""Process settings, from the environment (prefix REMEDIATE_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from workflows.names import TASK_QUEUE
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REMEDIATE_")
+
+    temporal_address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    settings = settings or Settings()
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        data_converter=pydantic_data_converter,
+    )

@@ -1,0 +1,57 @@
+"""The Temporal worker: runs every runbook workflow and every activity."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.approval_auth import authenticate_decision
+from activities.checks import verify_until_stable
+from activities.config import load_config
+from activities.deploy import restart_app
+from activities.mongo import get_mongo_connection_usage
+from activities.notify import notify
+from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
+from activities.probes import probe_health
+from activities.targets import describe_target
+from workers.settings import Settings, connect
+from workflows.pool_restart import PoolRestartWorkflow
+
+WORKFLOWS: Sequence[type] = (PoolRestartWorkflow,)
+ACTIVITIES: Sequence[Callable[..., Any]] = (
+    authenticate_decision,
+    describe_target,
+    find_idle_sessions,
+    get_connection_usage,
+    get_mongo_connection_usage,
+    notify,
+    probe_health,
+    restart_app,
+    terminate_sessions,
+    verify_until_stable,
+)
+
+
+def build_worker(client: Client, task_queue: str) -> Worker:
+    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES)
+
+
+async def run(settings: Settings) -> None:
+    load_config()  # fail at start-up, with the config's own message, not at the first alert
+    client = await connect(settings)
+    logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+    await build_worker(client, settings.task_queue).run()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(Settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Pydantic contracts shared by every runbook: one model in, one model out.
+
+These models cross the workflow boundary, so they hold names and references only, never a
+secret value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+
+class RunStatus(StrEnum):
+    """The status a run shows in search attributes and `remediate status`."""
+
+    DIAGNOSING = "Diagnosing"
+    PLANNING = "Planning"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    ACTING = "Acting"
+    VERIFYING = "Verifying"
+    NO_ACTION_NEEDED = "NoActionNeeded"
+    REMEDIATED = "Remediated"
+    DRY_RUN = "DryRunComplete"
+    REJECTED = "Rejected"
+    ABORTED = "Aborted"
+    ESCALATED = "Escalated"
+
+
+class AlertContext(BaseModel):
+    """What the alert said, when a run was started by one."""
+
+    source: str = "manual"
+    name: str = ""
+    fingerprint: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+
+
+class RunbookInput(BaseModel):
+    """Every runbook's input: small enough to paste into the Temporal UI's Start Workflow."""
+
+    target: str
+    requested_by: str
+    dry_run: bool = False
+    reason: str = ""
+    alert: AlertContext | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class ExpectedImpact(BaseModel):
+    """What a plan touches, in numbers a policy can compare against its limits."""
+
+    summary: str
+    affected: int
+    share_of_total: float | None = None
+    reversible: bool = False
+
+
+class Plan(BaseModel):
+    """The exact destructive action a person (or a policy) approves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runbook: str
+    action: str
+    target: str
+    parameters: dict[str, Any]
+    expected_impact: ExpectedImpact
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def plan_id(self) -> str:
+        """A hash of everything else: approving a plan id approves exactly this plan."""
+        body = self.model_dump(mode="json", exclude={"plan_id"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.action} on {self.target}: {self.expected_impact.summary}"
+
+
+class DecisionOutcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    DRY_RUN = "dry_run"
+
+
+class ApprovalDecision(BaseModel):
+    """How a gate closed: by whom (or which policy), for which plan, when."""
+
+    outcome: DecisionOutcome
+    plan_id: str
+    decided_by: str
+    decided_at: datetime
+    reason: str = ""
+    by_policy: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == DecisionOutcome.APPROVED
+
+
+# A plan that touches more than this share of a system never passes a policy unattended,
+# whatever the configuration says (DESIGN.md: blast-radius limit).
+HARD_BLAST_RADIUS = 0.5
+
+
+class StepRecord(BaseModel):
+    """One line of the audit trail."""
+
+    at: datetime
+    kind: str
+    summary: str
+    actor: str = "engine"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateView(BaseModel):
+    """The open gate, as `remediate pending` shows it."""
+
+    workflow_id: str
+    runbook: str
+    target: str
+    requested_by: str
+    required_group: str
+    plan: Plan
+    opened_at: datetime
+    abort_at: datetime
+
+
+class RunReport(BaseModel):
+    """The final (or current) record of a run."""
+
+    workflow_id: str
+    runbook: str
+    target: str
+    requested_by: str
+    dry_run: bool
+    status: RunStatus
+    summary: str
+    steps: list[StepRecord]
+    decisions: list[ApprovalDecision] = Field(default_factory=list)
+    started_at: datetime
+    finished_at: datetime | None = None

@@ -1,0 +1,252 @@
+"""Runbook: connection pool exhausted ("Too many connections", "remaining connection slots are
+reserved", "QueuePool limit exceeded", MongoPoolClearedError).
+
+Postgres: diagnose usage from pg_stat_activity; no action below the alert threshold; plan the
+termination of stale idle sessions (with the share of connections it touches); gate;
+terminate; verify usage and health. Still exhausted: plan an app restart, gate, restart,
+verify; escalate if that fails too. MongoDB: diagnose with serverStatus, remediate by restart.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.checks import CheckSpec, VerifyInput
+    from activities.config import PoolRestartConfig
+    from activities.deploy import RestartAppInput, restart_app
+    from activities.mongo import MongoTargetInput, get_mongo_connection_usage
+    from activities.postgres import (
+        FindIdleSessionsInput,
+        TargetInput,
+        TerminateSessionsInput,
+        find_idle_sessions,
+        get_connection_usage,
+        terminate_sessions,
+    )
+    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from workflows.models import (
+        DecisionOutcome,
+        ExpectedImpact,
+        Plan,
+        RunbookInput,
+        RunReport,
+        RunStatus,
+    )
+    from workflows.names import POOL_RESTART
+    from workflows.runbook import READ_RETRY, RunbookWorkflow
+
+ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
+READ_TIMEOUT = timedelta(seconds=60)
+
+
+@workflow.defn(name="PoolRestartWorkflow")
+class PoolRestartWorkflow(RunbookWorkflow):
+    runbook = POOL_RESTART
+
+    @workflow.run
+    async def run(self, params: RunbookInput) -> RunReport:
+        self.start()
+        try:
+            target = await workflow.execute_activity(
+                describe_target,
+                DescribeTargetInput(runbook=self.runbook, target=params.target),
+                start_to_close_timeout=READ_TIMEOUT,
+                retry_policy=READ_RETRY,
+            )
+            self.gate.settings = target.gate
+            if target.kind == "postgres":
+                return await self._postgres(target)
+            if target.kind == "mongodb":
+                return await self._mongo(target)
+            return await self.finish(
+                RunStatus.ABORTED,
+                f"target {params.target!r} is a {target.kind} target; pool_restart needs "
+                "a postgres or mongodb target",
+            )
+        except ActivityError as err:
+            cause = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
+            return await self.escalate(f"step failed, nothing further was done: {cause}")
+
+    async def _postgres(self, target: TargetDescription) -> RunReport:
+        config = target.pool_restart
+        usage = await workflow.execute_activity(
+            get_connection_usage,
+            TargetInput(target=target.target),
+            start_to_close_timeout=READ_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "diagnosis",
+            f"{usage.total}/{usage.max_connections} connections in use ({usage.usage:.0%}); "
+            f"alert threshold {config.usage_threshold:.0%}",
+            usage=usage.model_dump(mode="json"),
+        )
+        if usage.usage < config.usage_threshold:
+            return await self.finish(
+                RunStatus.NO_ACTION_NEEDED,
+                f"no action needed: {usage.usage:.0%} of connections in use, below the "
+                f"{config.usage_threshold:.0%} threshold",
+            )
+        self.set_status(RunStatus.PLANNING, f"Planning: {usage.usage:.0%} connections in use")
+        idle = await workflow.execute_activity(
+            find_idle_sessions,
+            FindIdleSessionsInput(
+                target=target.target, idle_older_than_seconds=config.idle_older_than_seconds
+            ),
+            start_to_close_timeout=READ_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        if not idle.sessions:
+            self.audit.record(
+                "diagnosis",
+                f"no session idle for more than {config.idle_older_than_seconds}s: "
+                "terminating sessions cannot help",
+            )
+            return await self._restart(target, "pool exhausted with no stale idle sessions")
+        share = len(idle.sessions) / max(1, usage.total)
+        plan = Plan(
+            runbook=self.runbook,
+            action="terminate_idle_sessions",
+            target=target.target,
+            parameters={
+                "database": usage.database,
+                "idle_older_than_seconds": config.idle_older_than_seconds,
+                "sessions": [s.model_dump(mode="json") for s in idle.sessions],
+            },
+            expected_impact=ExpectedImpact(
+                summary=f"terminate {len(idle.sessions)} sessions idle > "
+                f"{config.idle_older_than_seconds}s ({share:.0%} of {usage.total} connections)",
+                affected=len(idle.sessions),
+                share_of_total=round(share, 4),
+            ),
+        )
+        decision = await self.gate.request(plan, dry_run=self.params.dry_run)
+        if decision.outcome != DecisionOutcome.APPROVED:
+            return await self._not_approved(decision.outcome, plan)
+        self.set_status(RunStatus.ACTING, f"Terminating {len(idle.sessions)} idle sessions")
+        result = await workflow.execute_activity(
+            terminate_sessions,
+            TerminateSessionsInput(
+                target=target.target,
+                sessions=idle.sessions,
+                idle_older_than_seconds=config.idle_older_than_seconds,
+                batch_size=config.terminate_batch_size,
+                batch_pause_seconds=config.terminate_batch_pause_seconds,
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=ACT_RETRY,
+        )
+        self.audit.record(
+            "action",
+            f"terminated {len(result.terminated)} sessions ({len(result.already_gone)} already "
+            f"gone, {len(result.skipped_no_longer_idle)} became active and were spared)",
+            result=result.model_dump(),
+        )
+        verified = await self.verify(self._checks(target), self._verify_settings(config))
+        if verified.passed:
+            return await self.finish(
+                RunStatus.REMEDIATED,
+                f"remediated: {len(result.terminated)} idle sessions terminated, usage below "
+                f"{config.usage_threshold:.0%} and healthy",
+            )
+        return await self._restart(target, "still exhausted after terminating idle sessions")
+
+    async def _mongo(self, target: TargetDescription) -> RunReport:
+        config = target.pool_restart
+        usage = await workflow.execute_activity(
+            get_mongo_connection_usage,
+            MongoTargetInput(target=target.target),
+            start_to_close_timeout=READ_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "diagnosis",
+            f"{usage.current} connections open, {usage.available} available "
+            f"({usage.usage:.0%}); alert threshold {config.usage_threshold:.0%}",
+            usage=usage.model_dump(mode="json"),
+        )
+        if usage.usage < config.usage_threshold:
+            return await self.finish(
+                RunStatus.NO_ACTION_NEEDED,
+                f"no action needed: {usage.usage:.0%} of connections in use",
+            )
+        return await self._restart(target, f"mongodb connections at {usage.usage:.0%}")
+
+    async def _restart(self, target: TargetDescription, why: str) -> RunReport:
+        if not target.has_restart_hook:
+            return await self.escalate(f"{why}, and {target.target} has no restart hook")
+        plan = Plan(
+            runbook=self.runbook,
+            action="restart_app",
+            target=target.target,
+            parameters={"hook": "configured restart hook", "why": why},
+            expected_impact=ExpectedImpact(
+                summary="restart the application to rebuild its connection pool; "
+                "in-flight requests fail once",
+                affected=1,
+            ),
+        )
+        decision = await self.gate.request(plan, dry_run=self.params.dry_run)
+        if decision.outcome != DecisionOutcome.APPROVED:
+            return await self._not_approved(decision.outcome, plan)
+        self.set_status(RunStatus.ACTING, f"Restarting the application of {target.target}")
+        info = workflow.info()
+        result = await workflow.execute_activity(
+            restart_app,
+            RestartAppInput(
+                target=target.target,
+                idempotency_key=f"{info.workflow_id}/{info.run_id}/{plan.plan_id}",
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=ACT_RETRY,
+        )
+        self.audit.record(
+            "action",
+            "restart hook " + ("had already run" if result.already_done else "called"),
+            result=result.model_dump(),
+        )
+        verified = await self.verify(
+            self._checks(target), self._verify_settings(target.pool_restart)
+        )
+        if verified.passed:
+            return await self.finish(RunStatus.REMEDIATED, "remediated by an application restart")
+        return await self.escalate(
+            f"{target.target} still unhealthy after the application restart: "
+            + "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
+        )
+
+    async def _not_approved(self, outcome: DecisionOutcome, plan: Plan) -> RunReport:
+        if outcome == DecisionOutcome.DRY_RUN:
+            return await self.finish(RunStatus.DRY_RUN, f"dry run: would {plan.describe()}")
+        if outcome == DecisionOutcome.REJECTED:
+            return await self.finish(RunStatus.REJECTED, f"rejected: {plan.describe()} not done")
+        await self.notify("gate_timed_out", "page", f"no approval for {plan.describe()}")
+        return await self.finish(
+            RunStatus.ABORTED, f"aborted: no decision on plan {plan.plan_id}; nothing changed"
+        )
+
+    def _checks(self, target: TargetDescription) -> list[CheckSpec]:
+        kind = "pg_usage_below" if target.kind == "postgres" else "mongo_usage_below"
+        checks = [
+            CheckSpec(
+                kind=kind, target=target.target, threshold=target.pool_restart.usage_threshold
+            )
+        ]
+        if target.has_health_check:
+            checks.append(CheckSpec(kind="http_healthy", target=target.target))
+        return checks
+
+    @staticmethod
+    def _verify_settings(config: PoolRestartConfig) -> VerifyInput:
+        return VerifyInput(
+            checks=[],
+            required_consecutive=config.verify_consecutive,
+            interval_seconds=config.verify_interval_seconds,
+            deadline_seconds=config.verify_deadline_seconds,
+        )

@@ -1,0 +1,183 @@
+"""What every runbook workflow shares: the gate's Updates, queries, status, notify, report.
+
+A runbook subclasses `RunbookWorkflow`, sets `runbook`, and writes its `run` with the helpers
+here. Temporal registers the inherited handlers on each subclass.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.approval_auth import DecisionRequest
+    from activities.checks import CheckSpec, VerifyInput, VerifyResult, verify_until_stable
+    from activities.notify import Notification, notify
+    from workflows.approval_gate import ApprovalGate
+    from workflows.audit import AuditTrail
+    from workflows.models import (
+        ApprovalDecision,
+        GateView,
+        RunbookInput,
+        RunReport,
+        RunStatus,
+    )
+    from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
+
+READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+NOTIFY_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
+
+
+class RunbookWorkflow:
+    runbook: ClassVar[str]
+
+    @workflow.init
+    def __init__(self, params: RunbookInput) -> None:
+        self.params = params
+        self.audit = AuditTrail()
+        self.status = RunStatus.DIAGNOSING
+        self.summary = f"Diagnosing {params.target}"
+        self.report_final: RunReport | None = None
+        self.gate = ApprovalGate(
+            requested_by=params.requested_by,
+            audit=self.audit,
+            set_status=self.set_status,
+            notify=self.notify,
+        )
+
+    # -- queries and updates -------------------------------------------------------------
+
+    @workflow.query
+    def report(self) -> RunReport:
+        return self.report_final or self._build_report()
+
+    @workflow.query
+    def pending_gate(self) -> GateView | None:
+        plan, opened_at, abort_at = self.gate.open_plan, self.gate.opened_at, self.gate.abort_at()
+        if plan is None or opened_at is None or abort_at is None:
+            return None
+        return GateView(
+            workflow_id=workflow.info().workflow_id,
+            runbook=self.runbook,
+            target=self.params.target,
+            requested_by=self.params.requested_by,
+            required_group=self.gate.settings.required_group,
+            plan=plan,
+            opened_at=opened_at,
+            abort_at=abort_at,
+        )
+
+    @workflow.update
+    async def approve(self, request: DecisionRequest) -> ApprovalDecision:
+        return await self.gate.decide(workflow.info().workflow_id, "approve", request)
+
+    @approve.validator
+    def _validate_approve(self, request: DecisionRequest) -> None:
+        self.gate.validate(request)
+
+    @workflow.update
+    async def reject(self, request: DecisionRequest) -> ApprovalDecision:
+        return await self.gate.decide(workflow.info().workflow_id, "reject", request)
+
+    @reject.validator
+    def _validate_reject(self, request: DecisionRequest) -> None:
+        self.gate.validate(request)
+
+    # -- helpers for runbooks ------------------------------------------------------------
+
+    def set_status(self, status: RunStatus, summary: str) -> None:
+        self.status, self.summary = status, summary
+        workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
+        workflow.set_current_details(summary)
+
+    def start(self) -> None:
+        workflow.upsert_search_attributes(
+            [
+                SA_RUNBOOK.value_set(self.runbook),
+                SA_TARGET.value_set(self.params.target),
+                SA_REQUESTED_BY.value_set(self.params.requested_by),
+            ]
+        )
+        self.audit.record(
+            "started",
+            f"{self.runbook} on {self.params.target} requested by {self.params.requested_by}"
+            + (" (dry run)" if self.params.dry_run else ""),
+            actor=self.params.requested_by,
+            reason=self.params.reason,
+            alert=self.params.alert.model_dump(mode="json") if self.params.alert else None,
+        )
+        self.set_status(RunStatus.DIAGNOSING, f"Diagnosing {self.params.target}")
+
+    async def notify(self, event: str, severity: str, message: str, **details: Any) -> None:
+        await workflow.execute_activity(
+            notify,
+            Notification(
+                event=event,
+                severity=severity,
+                workflow_id=workflow.info().workflow_id,
+                runbook=self.runbook,
+                target=self.params.target,
+                message=message,
+                details=details,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
+        )
+
+    async def verify(self, checks: list[CheckSpec], verify: VerifyInput) -> VerifyResult:
+        self.set_status(
+            RunStatus.VERIFYING,
+            "Verifying: " + "; ".join(c.describe() for c in checks),
+        )
+        params = verify.model_copy(update={"checks": checks})
+        result = await workflow.execute_activity(
+            verify_until_stable,
+            params,
+            start_to_close_timeout=timedelta(seconds=params.deadline_seconds + 60),
+            heartbeat_timeout=timedelta(seconds=max(30.0, params.interval_seconds * 3)),
+            retry_policy=READ_RETRY,
+        )
+        outcome = "passed" if result.passed else "failed"
+        self.audit.record(
+            f"verification_{outcome}",
+            f"verification {outcome} after {result.attempts} attempts in "
+            f"{result.elapsed_seconds:.0f}s ({result.consecutive} consecutive passes)",
+            observations=[o.model_dump() for o in result.last],
+        )
+        return result
+
+    async def escalate(self, reason: str) -> RunReport:
+        await self.notify("escalation", "page", reason)
+        self.audit.record("escalated", reason)
+        return await self.finish(RunStatus.ESCALATED, reason)
+
+    async def finish(self, status: RunStatus, summary: str) -> RunReport:
+        self.set_status(status, summary)
+        self.audit.record("finished", summary, status=status.value)
+        self.gate.run_finished = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self.report_final = self._build_report(finished=True)
+        return self.report_final
+
+    def _build_report(self, finished: bool = False) -> RunReport:
+        return RunReport(
+            workflow_id=workflow.info().workflow_id,
+            runbook=self.runbook,
+            target=self.params.target,
+            requested_by=self.params.requested_by,
+            dry_run=self.params.dry_run,
+            status=self.status,
+            summary=self.summary,
+            steps=list(self.audit.steps),
+            decisions=list(self.gate.decisions),
+            started_at=workflow.info().start_time,
+            finished_at=workflow.now() if finished else None,
+        )
+
+
+def refuse_input(message: str) -> ApplicationError:
+    return ApplicationError(message, type="BadInput", non_retryable=True)
