@@ -1,0 +1,165 @@
+"""`make run`: the engine and its local stack, in the foreground until Ctrl-C.
+
+Starts a Temporal dev server (state in .stack/temporal.db, UI on :8233, search attributes
+registered), a Postgres for the demo target (data in .stack/postgres), the AWS emulator
+(moto, :5000), the demo app (:8088) and the worker. Writes .stack/demo.env with what the CLI
+needs (`source .stack/demo.env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+
+from infra.local_postgres import LocalCluster, _wait_for_port
+from workflows.names import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".stack"
+BIN = Path(sys.executable).parent
+PG_PORT, APP_PORT, MOTO_PORT, TEMPORAL_PORT, UI_PORT = 55432, 8088, 5000, 7233, 8233
+APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
+
+
+def _secrets() -> dict[str, str]:
+    """Per-machine demo secrets, generated once and kept in .stack/secrets."""
+    path = STATE / "secrets"
+    if not path.exists():
+        values = {
+            "PG_SUPERUSER_PASSWORD": secrets.token_hex(12),
+            "DEMO_APP_ADMIN_TOKEN": secrets.token_hex(16),
+            "REMEDIATE_APPROVAL_SIGNING_KEY": secrets.token_hex(32),
+        }
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def _prepare_database(cluster: LocalCluster, superuser_password: str) -> str:
+    dsn = f"postgresql://postgres:{superuser_password}@127.0.0.1:{cluster.port}/postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'").fetchone():
+            conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'orders'").fetchone():
+            conn.execute("CREATE DATABASE orders OWNER app")
+    return dsn.rsplit("/", 1)[0] + "/orders"
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.cluster: LocalCluster | None = None
+        (STATE / "logs").mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        log = (STATE / "logs" / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.processes.append((name, process))
+
+    def start(self) -> None:
+        values = _secrets()
+        temporal = [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1"]
+        temporal += ["--port", str(TEMPORAL_PORT), "--ui-port", str(UI_PORT)]
+        temporal += ["--db-filename", str(STATE / "temporal.db"), "--log-level", "warn"]
+        for key in SEARCH_ATTRIBUTES:
+            temporal += ["--search-attribute", f"{key.name}=Keyword"]
+        self.spawn("temporal", temporal)
+
+        self.cluster = LocalCluster(
+            STATE / "postgres", PG_PORT, values["PG_SUPERUSER_PASSWORD"], max_connections=100
+        )
+        self.cluster.init()
+        self.cluster.stop()  # a previous run killed without cleanup leaves a server behind
+        self.cluster.start()
+        orders_dsn = _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
+
+        self.spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)])
+        app_dsn = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{PG_PORT}/orders"
+        self.spawn(
+            "demo-app",
+            [
+                str(BIN / "uvicorn"),
+                "infra.demo_app:app",
+                "--port",
+                str(APP_PORT),
+                "--no-access-log",
+            ],
+            {"DEMO_DATABASE_URL": app_dsn, "DEMO_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"]},
+        )
+        _wait_for_port("127.0.0.1", TEMPORAL_PORT, 60)
+        _wait_for_port("127.0.0.1", APP_PORT, 30)
+        worker_env = {
+            "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
+            "ORDERS_DB_DSN": orders_dsn,
+            "DEMO_APP_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
+            "REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"],
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
+        (STATE / "demo.env").write_text(
+            f"export PATH={BIN}:$PATH\n"
+            f"export REMEDIATE_CONFIG={ROOT / 'infra/config/example.toml'}\n"
+            f"export REMEDIATE_APPROVAL_SIGNING_KEY={values['REMEDIATE_APPROVAL_SIGNING_KEY']}\n"
+            "export REMEDIATE_TOKEN=demo-alice-token\n"
+        )
+        print(
+            f"stack up: Temporal UI http://127.0.0.1:{UI_PORT}  demo app "
+            f"http://127.0.0.1:{APP_PORT}/health  Postgres 127.0.0.1:{PG_PORT}  "
+            f"AWS emulator http://127.0.0.1:{MOTO_PORT}\n"
+            f"logs in {STATE / 'logs'}; in another shell: source .stack/demo.env  (Ctrl-C stops)",
+            flush=True,
+        )
+
+    def watch(self) -> None:
+        while True:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    raise SystemExit(
+                        f"{name} exited with {process.returncode}; see .stack/logs/{name}.log"
+                    )
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for _, process in reversed(self.processes):
+            process.terminate()
+        for _, process in reversed(self.processes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+            if process.poll() is None:
+                process.kill()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def main() -> None:
+    stack = Stack()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        stack.watch()
+    except KeyboardInterrupt:
+        print("stopping the stack", flush=True)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
