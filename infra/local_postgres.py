@@ -110,7 +110,7 @@ class LocalCluster:
             check=True,
             capture_output=True,
         )
-        _wait_for_port("127.0.0.1", self.port, 30)
+        wait_for_port("127.0.0.1", self.port, 30)
 
     def stop(self) -> None:
         subprocess.run(
@@ -122,7 +122,7 @@ class LocalCluster:
         )
 
 
-def _wait_for_port(host: str, port: int, seconds: float) -> None:
+def wait_for_port(host: str, port: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):

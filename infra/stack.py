@@ -20,7 +20,7 @@ from types import FrameType
 
 import psycopg
 
-from infra.local_postgres import LocalCluster, _wait_for_port
+from infra.local_postgres import LocalCluster, wait_for_port
 from workflows.names import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,8 +97,8 @@ class Stack:
             ],
             {"DEMO_DATABASE_URL": app_dsn, "DEMO_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"]},
         )
-        _wait_for_port("127.0.0.1", TEMPORAL_PORT, 60)
-        _wait_for_port("127.0.0.1", APP_PORT, 30)
+        wait_for_port("127.0.0.1", TEMPORAL_PORT, 60)
+        wait_for_port("127.0.0.1", APP_PORT, 30)
         worker_env = {
             "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
             "ORDERS_DB_DSN": orders_dsn,

@@ -6,17 +6,22 @@ this virtualenv, so nothing is downloaded at test time.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from infra.local_postgres import PostgresServer, postgres_server
+from infra.local_postgres import PostgresServer, free_port, postgres_server, wait_for_port
+from tests.support import DemoApp, OrdersDatabase
 from workflows.names import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -57,3 +62,33 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 def postgres() -> Iterator[PostgresServer]:
     with postgres_server(max_connections=100) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def orders_db(postgres: PostgresServer) -> OrdersDatabase:
+    """The demo target's database: owned by an `app` role, administered by the superuser."""
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-test-pw'")
+        conn.execute("CREATE DATABASE orders OWNER app")
+    return OrdersDatabase(
+        admin_dsn=postgres.dsn("orders"),
+        app_dsn=postgres.dsn("orders", user="app", password="app-test-pw"),
+        superuser_password=postgres.password,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_app(orders_db: OrdersDatabase) -> Iterator[DemoApp]:
+    """The demo app as a real HTTP server in its own process."""
+    port, token = free_port(), "admin-" + uuid.uuid4().hex
+    env = {**os.environ, "DEMO_DATABASE_URL": orders_db.app_dsn, "DEMO_ADMIN_TOKEN": token}
+    process = subprocess.Popen(
+        [str(BIN / "uvicorn"), "infra.demo_app:app", "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 30)
+        yield DemoApp(url=f"http://127.0.0.1:{port}", admin_token=token)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

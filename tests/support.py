@@ -8,6 +8,7 @@ import os
 import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,3 +81,16 @@ async def wait_for_gate(handle: WorkflowHandle[Any, Any], seconds: float = 30) -
         return await handle.query(PoolRestartWorkflow.pending_gate)
 
     return await eventually(probe, seconds)
+
+
+@dataclass(frozen=True)
+class OrdersDatabase:
+    admin_dsn: str
+    app_dsn: str
+    superuser_password: str
+
+
+@dataclass(frozen=True)
+class DemoApp:
+    url: str
+    admin_token: str

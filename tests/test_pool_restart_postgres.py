@@ -1,0 +1,284 @@
+"""pool_restart end to end: a real Temporal dev server, a real Postgres, the demo app over HTTP,
+and the real activities."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from tests.support import (
+    SIGNING_KEY_ENV,
+    DemoApp,
+    OrdersDatabase,
+    eventually,
+    mint,
+    wait_for_gate,
+    write_config,
+)
+from workers.worker import ACTIVITIES, WORKFLOWS
+from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.pool_restart import PoolRestartWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+DSN_ENV = "ORDERS_DB_DSN_TEST"
+
+CONFIG = """
+[targets.orders-db]
+kind = "postgres"
+dsn = {{ env = "{dsn_env}" }}
+health_url = "{app}/health"
+restart = {{ url = "{app}/admin/restart", token = {{ env = "DEMO_ADMIN_TOKEN_TEST" }} }}
+
+[runbooks.pool_restart]
+usage_threshold = 0.25
+idle_older_than_seconds = 2
+terminate_batch_size = {batch}
+terminate_batch_pause_seconds = {pause}
+verify_consecutive = 2
+verify_interval_seconds = 0.5
+verify_deadline_seconds = 30
+
+[runbooks.pool_restart.gate]
+required_group = "engineering-leads"
+remind_after = {remind}
+abort_after = {abort}
+"""
+
+
+def configure(
+    tmp_path: Path,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    *,
+    batch: int = 50,
+    pause: float = 0.0,
+    remind: int = 600,
+    abort: int = 1800,
+) -> Path:
+    os.environ[DSN_ENV] = orders_db.admin_dsn
+    os.environ["DEMO_ADMIN_TOKEN_TEST"] = demo_app.admin_token
+    return write_config(
+        tmp_path,
+        CONFIG.format(
+            dsn_env=DSN_ENV, app=demo_app.url, batch=batch, pause=pause, remind=remind, abort=abort
+        ),
+    )
+
+
+class Sessions:
+    """Client sessions of the `app` role that the test opens, and what survives."""
+
+    def __init__(self, dsn: str, admin_dsn: str) -> None:
+        self.dsn, self.admin_dsn = dsn, admin_dsn
+        self.connections: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def open_idle(self, count: int) -> list[int]:
+        opened = [psycopg.connect(self.dsn, application_name="orders-api") for _ in range(count)]
+        self.connections += opened
+        return [c.info.backend_pid for c in opened]
+
+    @contextmanager
+    def active(self) -> Iterator[int]:
+        """A session busy running a query for the whole test."""
+        conn = psycopg.connect(self.dsn, application_name="orders-worker")
+        pid = conn.info.backend_pid
+
+        def busy() -> None:
+            with suppress(psycopg.Error):  # ended by pg_terminate_backend at the end
+                conn.execute("SELECT pg_sleep(120)")
+
+        thread = threading.Thread(target=busy, daemon=True)
+        thread.start()
+        try:
+            yield pid
+        finally:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            thread.join(timeout=10)
+            conn.close()
+
+    def alive(self, pids: list[int]) -> set[int]:
+        with psycopg.connect(self.admin_dsn) as admin:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def sessions(orders_db: OrdersDatabase) -> Iterator[Sessions]:
+    opened = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
+    yield opened
+    opened.close()
+
+
+@asynccontextmanager
+async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[None]:
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES
+    ):
+        yield
+
+
+async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, RunReport]:
+    return await env.client.start_workflow(
+        "PoolRestartWorkflow",
+        RunbookInput(target="orders-db", requested_by="alice", reason="Too many connections"),
+        id=f"pool_restart-orders-db-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+        result_type=RunReport,
+    )
+
+
+async def test_lead_approval_terminates_exactly_the_stale_idle_sessions(
+    dev_env: WorkflowEnvironment,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    sessions: Sessions,
+    tmp_path: Path,
+) -> None:
+    configure(tmp_path, orders_db, demo_app)
+    queue = f"pg-{uuid.uuid4().hex[:6]}"
+    with sessions.active() as busy:
+        stale = sessions.open_idle(40)
+        await asyncio.sleep(2.5)  # older than idle_older_than_seconds, like the busy one
+        async with worker(dev_env, queue):
+            handle = await start(dev_env, queue)
+            gate = await wait_for_gate(handle)
+            planned = {s["pid"] for s in gate.plan.parameters["sessions"]}
+            assert planned == set(stale)
+            fresh = sessions.open_idle(2)  # opened after the plan: not approved, must survive
+            await handle.execute_update(
+                PoolRestartWorkflow.approve,
+                mint("bob", handle.id, "approve", gate.plan.plan_id, "stale idle sessions"),
+            )
+            report = await handle.result()
+            assert report.status == RunStatus.REMEDIATED, report.summary
+            assert sessions.alive(stale) == set()
+            assert sessions.alive([busy, *fresh]) == {busy, *fresh}
+
+            history = await handle.fetch_history()
+    history_json = json.dumps(history.to_json_dict())
+    assert orders_db.superuser_password not in history_json
+    assert orders_db.admin_dsn not in history_json
+    assert os.environ[SIGNING_KEY_ENV] not in history_json
+    assert demo_app.admin_token not in history_json
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+    if os.environ.get("RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / "pool_restart_approved.json").write_text(history.to_json())
+
+
+async def test_rejection_and_timeout_leave_every_session_alive(
+    dev_env: WorkflowEnvironment,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    sessions: Sessions,
+    tmp_path: Path,
+) -> None:
+    configure(tmp_path, orders_db, demo_app, remind=1, abort=3)
+    stale = sessions.open_idle(30)
+    await asyncio.sleep(2.5)
+    queue = f"pg-{uuid.uuid4().hex[:6]}"
+    async with worker(dev_env, queue):
+        rejected = await start(dev_env, queue)
+        gate = await wait_for_gate(rejected)
+        await rejected.execute_update(
+            PoolRestartWorkflow.reject, mint("carol", rejected.id, "reject", gate.plan.plan_id)
+        )
+        assert (await rejected.result()).status == RunStatus.REJECTED
+        assert sessions.alive(stale) == set(stale)
+
+        timed_out = await start(dev_env, queue)
+        report = await timed_out.result()
+        assert report.status == RunStatus.ABORTED
+        assert "gate_reminder" in [s.kind for s in report.steps]
+        assert sessions.alive(stale) == set(stale)
+
+
+async def test_worker_killed_mid_termination_resumes_and_terminates_once(
+    dev_env: WorkflowEnvironment,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    sessions: Sessions,
+    tmp_path: Path,
+) -> None:
+    config = configure(tmp_path, orders_db, demo_app, batch=4, pause=1.0)
+    queue = f"pg-kill-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "REMEDIATE_CONFIG": str(config),
+        "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "REMEDIATE_TASK_QUEUE": queue,
+    }
+
+    def spawn_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "workers.worker"], env=env)
+
+    first = spawn_worker()
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        with sessions.active() as busy:
+            stale = sessions.open_idle(32)
+            await asyncio.sleep(2.5)
+            handle = await start(dev_env, queue)
+            gate = await wait_for_gate(handle, seconds=60)
+            await handle.execute_update(
+                PoolRestartWorkflow.approve,
+                mint("bob", handle.id, "approve", gate.plan.plan_id),
+            )
+
+            async def partly_terminated() -> bool:
+                return 0 < len(sessions.alive(stale)) < len(stale) - 4
+
+            await eventually(partly_terminated, seconds=30, every=0.1)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            assert sessions.alive(stale), "the kill must land before the action completed"
+            second = spawn_worker()
+            report = await asyncio.wait_for(handle.result(), timeout=120)
+
+            assert report.status == RunStatus.REMEDIATED, report.summary
+            assert sessions.alive(stale) == set()
+            assert sessions.alive([busy]) == {busy}
+            action = next(s for s in report.steps if s.kind == "action")
+            result = action.details["result"]
+            terminated, gone = result["terminated"], result["already_gone"]
+            assert len(terminated) == len(set(terminated))
+            assert set(terminated).isdisjoint(gone)
+            assert set(terminated) | set(gone) == set(stale)
+            history = await handle.fetch_history()
+            attempts = [
+                e.activity_task_started_event_attributes.attempt
+                for e in history.events
+                if e.HasField("activity_task_started_event_attributes")
+            ]
+            assert max(attempts) >= 2, "the termination activity was retried on the new worker"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
