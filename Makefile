@@ -24,4 +24,4 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/overhead.py
+	$(PY) -m benchmarks.overhead

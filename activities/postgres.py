@@ -8,6 +8,7 @@ and holds pg_signal_backend; the engine never terminates superusers, replication
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from activities.config import load_config
 from activities.secrets import resolve_secret
 
 ENGINE_APPLICATION_NAME = "remediation-engine"
+TERMINATION_WAIT_SECONDS = 5.0
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 
 
@@ -181,6 +183,17 @@ async def find_idle_sessions(params: FindIdleSessionsInput) -> IdleSessions:
     )
 
 
+async def _present(
+    conn: psycopg.AsyncConnection[dict[str, Any]], sessions: list[SessionRef]
+) -> set[int]:
+    cur = await conn.execute(
+        "SELECT a.pid FROM pg_stat_activity a WHERE (a.pid, a.backend_start) IN"
+        " (SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]))",
+        {"pids": [s.pid for s in sessions], "starts": [s.backend_start for s in sessions]},
+    )
+    return {r["pid"] for r in await cur.fetchall()}
+
+
 async def _terminate_batch(
     conn: psycopg.AsyncConnection[dict[str, Any]],
     batch: list[SessionRef],
@@ -203,12 +216,15 @@ async def _terminate_batch(
         },
     )
     terminated = {r["pid"] for r in await cur.fetchall() if r["ok"]}
-    cur = await conn.execute(
-        "SELECT a.pid FROM pg_stat_activity a WHERE (a.pid, a.backend_start) IN"
-        " (SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]))",
-        {"pids": pids, "starts": starts},
-    )
-    still_there = {r["pid"] for r in await cur.fetchall()} - terminated
+    # pg_terminate_backend only signals; wait until the backends have exited so that
+    # "terminated" means gone and the verification that follows sees them gone.
+    deadline = time.monotonic() + TERMINATION_WAIT_SECONDS
+    while True:
+        present = await _present(conn, batch)
+        if not present & terminated or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    still_there = present - terminated
     return TerminateSessionsResult(
         terminated=sorted(terminated),
         skipped_no_longer_idle=sorted(still_there),
