@@ -1,0 +1,136 @@
+"""When killing idle sessions cannot help, pool_restart plans an app restart through the app's
+restart hook: real dev server, real Postgres, the demo app and a webhook receiver over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.deploy import RestartAppInput, restart_app
+from infra.local_postgres import free_port
+from tests.support import DemoApp, OrdersDatabase, wait_for_gate, write_config
+from tests.support import mint as mint_decision
+from workers.worker import ACTIVITIES, WORKFLOWS
+from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.pool_restart import PoolRestartWorkflow
+
+CONFIG = """
+[targets.orders-db]
+kind = "postgres"
+dsn = {{ env = "ORDERS_DB_DSN_RESTART" }}
+health_url = "{app}/health"
+restart = {{ url = "{app}/admin/restart", token = {{ env = "DEMO_ADMIN_TOKEN_RESTART" }} }}
+
+[runbooks.pool_restart]
+usage_threshold = 0.25
+idle_older_than_seconds = 3600
+verify_consecutive = 2
+verify_interval_seconds = 0.5
+verify_deadline_seconds = 30
+
+[notify]
+webhook_url = "{webhook}"
+webhook_token = {{ env = "WEBHOOK_TOKEN_RESTART" }}
+"""
+
+
+class Receiver(ThreadingHTTPServer):
+    received: list[dict[str, Any]]
+    authorizations: list[str]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append(json.loads(body))
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    server = Receiver(("127.0.0.1", free_port()), _Handler)
+    server.received, server.authorizations = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def restart_config(
+    tmp_path: Path, orders_db: OrdersDatabase, demo_app: DemoApp, webhook: Receiver
+) -> Path:
+    os.environ["ORDERS_DB_DSN_RESTART"] = orders_db.admin_dsn
+    os.environ["DEMO_ADMIN_TOKEN_RESTART"] = demo_app.admin_token
+    os.environ["WEBHOOK_TOKEN_RESTART"] = "hook-" + uuid.uuid4().hex
+    url = f"http://127.0.0.1:{webhook.server_address[1]}/hook"
+    return write_config(tmp_path, CONFIG.format(app=demo_app.url, webhook=url))
+
+
+async def test_exhaustion_without_stale_sessions_is_fixed_by_a_gated_restart(
+    dev_env: WorkflowEnvironment, demo_app: DemoApp, webhook: Receiver, restart_config: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=demo_app.url) as app:
+        leaked = (await app.post("/debug/leak", params={"connections": 40})).json()
+        assert leaked["opened"] == 40
+        queue = f"restart-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES
+        ):
+            handle = await dev_env.client.start_workflow(
+                PoolRestartWorkflow.run,
+                RunbookInput(target="orders-db", requested_by="alice"),
+                id=f"pool_restart-orders-db-{uuid.uuid4().hex[:6]}",
+                task_queue=queue,
+            )
+            gate = await wait_for_gate(handle)
+            assert gate.plan.action == "restart_app"
+            await handle.execute_update(
+                PoolRestartWorkflow.approve,
+                mint_decision("bob", handle.id, "approve", gate.plan.plan_id),
+            )
+            report: RunReport = await handle.result()
+        assert report.status == RunStatus.REMEDIATED, report.summary
+        assert (await app.get("/health")).json()["leaked_connections"] == 0
+    events = [note["event"] for note in webhook.received]
+    assert events[0] == "gate_opened"
+    assert "restart the application" in webhook.received[0]["message"]
+    assert set(webhook.authorizations) == {f"Bearer {os.environ['WEBHOOK_TOKEN_RESTART']}"}
+
+
+async def test_restart_hook_runs_once_per_idempotency_key(
+    demo_app: DemoApp, restart_config: Path
+) -> None:
+    env = ActivityEnvironment()
+    key = f"wf/run/{uuid.uuid4().hex}"
+    first = await env.run(restart_app, RestartAppInput(target="orders-db", idempotency_key=key))
+    again = await env.run(restart_app, RestartAppInput(target="orders-db", idempotency_key=key))
+    assert (first.already_done, again.already_done) == (False, True)
+
+
+async def test_restart_hook_refusing_our_credential_is_not_retried(
+    demo_app: DemoApp, restart_config: Path
+) -> None:
+    os.environ["DEMO_ADMIN_TOKEN_RESTART"] = "wrong-token"
+    with pytest.raises(Exception, match="refused our credential"):
+        await ActivityEnvironment().run(
+            restart_app, RestartAppInput(target="orders-db", idempotency_key="k")
+        )
