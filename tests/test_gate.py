@@ -375,6 +375,21 @@ async def test_dry_run_records_what_it_would_do_and_acts_on_nothing(
     assert system.terminated == [] and system.restarts == []
 
 
+async def test_unknown_target_aborts_with_a_clear_message(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    handle = await time_skipping_env.client.start_workflow(
+        PoolRestartWorkflow.run,
+        RunbookInput(target="ordes-db", requested_by="alice"),
+        id=f"gate-test-{uuid.uuid4().hex[:8]}",
+        task_queue="gate-tests",
+    )
+    report = await handle.result()
+    assert report.status == RunStatus.ABORTED
+    assert "unknown target 'ordes-db'" in report.summary and "orders-db" in report.summary
+    assert system.notes == [] and system.terminated == []
+
+
 async def test_false_alarm_needs_no_action(
     time_skipping_env: WorkflowEnvironment, system: FakeSystem
 ) -> None:

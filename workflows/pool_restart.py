@@ -69,8 +69,12 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 "a postgres or mongodb target",
             )
         except ActivityError as err:
-            cause = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
-            return await self.escalate(f"step failed, nothing further was done: {cause}")
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
+                # Bad input (unknown target, broken config): nothing was touched, nobody to page.
+                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            return await self.escalate(f"step failed, nothing further was done: {message}")
 
     async def _postgres(self, target: TargetDescription) -> RunReport:
         config = target.pool_restart
