@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infra.local_postgres import PostgresServer, free_port, postgres_server, wait_for_port
-from tests.support import DemoApp, OrdersDatabase
+from tests.support import DemoApp, OrdersDatabase, Sessions
 from workflows.names import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -92,3 +92,10 @@ def demo_app(orders_db: OrdersDatabase) -> Iterator[DemoApp]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def sessions(orders_db: OrdersDatabase) -> Iterator[Sessions]:
+    opened = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
+    yield opened
+    opened.close()

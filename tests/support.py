@@ -6,12 +6,15 @@ import asyncio
 import hashlib
 import os
 import textwrap
+import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from temporalio.client import WorkflowHandle
 
 from activities.approval_auth import DecisionKind, DecisionRequest, mint_decision
@@ -94,3 +97,47 @@ class OrdersDatabase:
 class DemoApp:
     url: str
     admin_token: str
+
+
+class Sessions:
+    """Client sessions of the `app` role that the test opens, and what survives."""
+
+    def __init__(self, dsn: str, admin_dsn: str) -> None:
+        self.dsn, self.admin_dsn = dsn, admin_dsn
+        self.connections: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def open_idle(self, count: int) -> list[int]:
+        opened = [psycopg.connect(self.dsn, application_name="orders-api") for _ in range(count)]
+        self.connections += opened
+        return [c.info.backend_pid for c in opened]
+
+    @contextmanager
+    def active(self) -> Iterator[int]:
+        """A session busy running a query for the whole test."""
+        conn = psycopg.connect(self.dsn, application_name="orders-worker")
+        pid = conn.info.backend_pid
+
+        def busy() -> None:
+            with suppress(psycopg.Error):  # ended by pg_terminate_backend at the end
+                conn.execute("SELECT pg_sleep(120)")
+
+        thread = threading.Thread(target=busy, daemon=True)
+        thread.start()
+        try:
+            yield pid
+        finally:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            thread.join(timeout=10)
+            conn.close()
+
+    def alive(self, pids: list[int]) -> set[int]:
+        with psycopg.connect(self.admin_dsn) as admin:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()

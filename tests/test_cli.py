@@ -8,15 +8,17 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.support import TOKENS, DemoApp, OrdersDatabase, eventually, write_config
-from tests.test_pool_restart_postgres import Sessions
+from tests.support import TOKENS, DemoApp, OrdersDatabase, Sessions, eventually, write_config
 from workers.worker import ACTIVITIES, WORKFLOWS
 
 CLI = str(Path(sys.executable).parent / "remediate")
@@ -56,6 +58,16 @@ class Cli:
         return json.loads(out)
 
 
+@asynccontextmanager
+async def ended(env: WorkflowEnvironment, workflow_id: str) -> AsyncIterator[None]:
+    """Both tests use the CLI's deterministic workflow id: never leave a run behind."""
+    try:
+        yield
+    finally:
+        with suppress(RPCError):
+            await env.client.get_workflow_handle(workflow_id).terminate("test cleanup")
+
+
 @pytest.fixture
 def cli(
     dev_env: WorkflowEnvironment, orders_db: OrdersDatabase, demo_app: DemoApp, tmp_path: Path
@@ -73,16 +85,18 @@ def cli(
 
 
 async def test_start_pending_approve_status_list(
-    dev_env: WorkflowEnvironment, cli: Cli, orders_db: OrdersDatabase
+    dev_env: WorkflowEnvironment, cli: Cli, sessions: Sessions
 ) -> None:
-    sessions = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
     stale = sessions.open_idle(30)
     await asyncio.sleep(1.5)
-    async with Worker(
-        dev_env.client,
-        task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
+    async with (
+        Worker(
+            dev_env.client,
+            task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
+            workflows=WORKFLOWS,
+            activities=ACTIVITIES,
+        ),
+        ended(dev_env, "pool_restart-orders-db"),
     ):
         code, out, err = await cli("start", "pool_restart", "--target", "orders-db")
         assert code == 0, err
@@ -125,35 +139,34 @@ async def test_start_pending_approve_status_list(
 
 
 async def test_reject_from_the_cli(
-    dev_env: WorkflowEnvironment, cli: Cli, orders_db: OrdersDatabase
+    dev_env: WorkflowEnvironment, cli: Cli, sessions: Sessions
 ) -> None:
-    sessions = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
     stale = sessions.open_idle(30)
     await asyncio.sleep(1.5)
-    try:
-        async with Worker(
+    async with (
+        Worker(
             dev_env.client,
             task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
             workflows=WORKFLOWS,
             activities=ACTIVITIES,
-        ):
-            code, out, err = await cli("start", "pool_restart", "--target", "orders-db")
-            workflow_id = out.strip()
+        ),
+        ended(dev_env, "pool_restart-orders-db"),
+    ):
+        code, out, err = await cli("start", "pool_restart", "--target", "orders-db")
+        workflow_id = out.strip()
 
-            async def gate_open() -> bool:
-                status: dict[str, Any] = await cli.json("status", workflow_id)
-                return bool(status["status"] == "AwaitingApproval")
+        async def gate_open() -> bool:
+            status: dict[str, Any] = await cli.json("status", workflow_id)
+            return bool(status["status"] == "AwaitingApproval")
 
-            await eventually(gate_open, seconds=30, every=0.5)
-            code, _, err = await cli("reject", workflow_id, who="bob")
-            assert code == 2 and "--reason" in err  # a rejection must say why
-            code, _, err = await cli("reject", workflow_id, "--reason", "not now", who="bob")
-            assert code == 0, err
-            result = await dev_env.client.get_workflow_handle(workflow_id).result()
-            assert result["status"] == "Rejected"
-            assert sessions.alive(stale) == set(stale)
-    finally:
-        sessions.close()
+        await eventually(gate_open, seconds=30, every=0.5)
+        code, _, err = await cli("reject", workflow_id, who="bob")
+        assert code == 2 and "--reason" in err  # a rejection must say why
+        code, _, err = await cli("reject", workflow_id, "--reason", "not now", who="bob")
+        assert code == 0, err
+        result = await dev_env.client.get_workflow_handle(workflow_id).result()
+        assert result["status"] == "Rejected"
+        assert sessions.alive(stale) == set(stale)
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -27,6 +24,7 @@ from tests.support import (
     SIGNING_KEY_ENV,
     DemoApp,
     OrdersDatabase,
+    Sessions,
     eventually,
     mint,
     wait_for_gate,
@@ -80,57 +78,6 @@ def configure(
             dsn_env=DSN_ENV, app=demo_app.url, batch=batch, pause=pause, remind=remind, abort=abort
         ),
     )
-
-
-class Sessions:
-    """Client sessions of the `app` role that the test opens, and what survives."""
-
-    def __init__(self, dsn: str, admin_dsn: str) -> None:
-        self.dsn, self.admin_dsn = dsn, admin_dsn
-        self.connections: list[psycopg.Connection[tuple[object, ...]]] = []
-
-    def open_idle(self, count: int) -> list[int]:
-        opened = [psycopg.connect(self.dsn, application_name="orders-api") for _ in range(count)]
-        self.connections += opened
-        return [c.info.backend_pid for c in opened]
-
-    @contextmanager
-    def active(self) -> Iterator[int]:
-        """A session busy running a query for the whole test."""
-        conn = psycopg.connect(self.dsn, application_name="orders-worker")
-        pid = conn.info.backend_pid
-
-        def busy() -> None:
-            with suppress(psycopg.Error):  # ended by pg_terminate_backend at the end
-                conn.execute("SELECT pg_sleep(120)")
-
-        thread = threading.Thread(target=busy, daemon=True)
-        thread.start()
-        try:
-            yield pid
-        finally:
-            with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            thread.join(timeout=10)
-            conn.close()
-
-    def alive(self, pids: list[int]) -> set[int]:
-        with psycopg.connect(self.admin_dsn) as admin:
-            rows = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-            ).fetchall()
-        return {int(r[0]) for r in rows}
-
-    def close(self) -> None:
-        for conn in self.connections:
-            conn.close()
-
-
-@pytest.fixture
-def sessions(orders_db: OrdersDatabase) -> Iterator[Sessions]:
-    opened = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
-    yield opened
-    opened.close()
 
 
 @asynccontextmanager

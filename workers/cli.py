@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -245,7 +246,17 @@ def list_runs(
 
 
 def main() -> None:
-    app()
+    code = 0
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    # Skip interpreter teardown: the Temporal client's Rust threads can abort the process
+    # while Python finalizes ("PyGILState_Release ... finalizing", temporalio/sdk-python#300),
+    # turning a successful command into exit -6. Everything the command does is done here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,8 +45,14 @@ def build_worker(client: Client, task_queue: str) -> Worker:
 async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
     client = await connect(settings)
+    worker = build_worker(client, settings.task_queue)
+    # On SIGTERM/SIGINT stop polling and let running activities finish (or heartbeat out)
+    # instead of dropping them mid-action.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
     logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
-    await build_worker(client, settings.task_queue).run()
+    await worker.run()
 
 
 def main() -> None:

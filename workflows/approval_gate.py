@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
 
-Notifier = Callable[[str, str, str], Awaitable[None]]
+Notifier = Callable[..., Awaitable[None]]
 StatusSetter = Callable[[RunStatus, str], None]
 
 DEFAULT_SETTINGS = GateSettings(
@@ -91,7 +91,15 @@ class ApprovalGate:
             RunStatus.AWAITING_APPROVAL,
             f"Awaiting {group}: {plan.describe()} (plan {plan.plan_id})",
         )
-        await self.notify("gate_opened", "info", f"approval needed: {plan.describe()}")
+        await self.notify(
+            "gate_opened",
+            "info",
+            f"approval needed from {group}: {plan.describe()}",
+            plan_id=plan.plan_id,
+            requested_by=self.requested_by,
+            abort_at=self.abort_at(),
+            approve_with=f"remediate approve {workflow.info().workflow_id}",
+        )
         if not await self._wait_for_decision(self.settings.remind_after):
             waited = int(self.settings.remind_after.total_seconds() // 60)
             self.audit.record("gate_reminder", f"no decision after {waited} min; escalating")
