@@ -22,6 +22,7 @@ from tests.support import TOKENS, DemoApp, OrdersDatabase, Sessions, eventually,
 from workers.worker import ACTIVITIES, WORKFLOWS
 
 CLI = str(Path(sys.executable).parent / "remediate")
+WORKFLOW_ID = "pool_restart-orders-db"
 CONFIG = """
 [targets.orders-db]
 kind = "postgres"
@@ -59,13 +60,20 @@ class Cli:
 
 
 @asynccontextmanager
-async def ended(env: WorkflowEnvironment, workflow_id: str) -> AsyncIterator[None]:
-    """Both tests use the CLI's deterministic workflow id: never leave a run behind."""
-    try:
-        yield
-    finally:
-        with suppress(RPCError):
-            await env.client.get_workflow_handle(workflow_id).terminate("test cleanup")
+async def serving(env: WorkflowEnvironment, cli: Cli) -> AsyncIterator[None]:
+    """A worker on the CLI's task queue. The tests share the CLI's deterministic workflow
+    id, so none may leave its run behind."""
+    async with Worker(
+        env.client,
+        task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
+        workflows=WORKFLOWS,
+        activities=ACTIVITIES,
+    ):
+        try:
+            yield
+        finally:
+            with suppress(RPCError):
+                await env.client.get_workflow_handle(WORKFLOW_ID).terminate("test cleanup")
 
 
 @pytest.fixture
@@ -89,19 +97,11 @@ async def test_start_pending_approve_status_list(
 ) -> None:
     stale = sessions.open_idle(30)
     await asyncio.sleep(1.5)
-    async with (
-        Worker(
-            dev_env.client,
-            task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
-            workflows=WORKFLOWS,
-            activities=ACTIVITIES,
-        ),
-        ended(dev_env, "pool_restart-orders-db"),
-    ):
+    async with serving(dev_env, cli):
         code, out, err = await cli("start", "pool_restart", "--target", "orders-db")
         assert code == 0, err
         workflow_id = out.strip()
-        assert workflow_id == "pool_restart-orders-db"
+        assert workflow_id == WORKFLOW_ID
         code, out, _ = await cli("start", "pool_restart", "--target", "orders-db")
         assert out.strip() == workflow_id  # a second start attaches to the running one
 
@@ -143,15 +143,7 @@ async def test_reject_from_the_cli(
 ) -> None:
     stale = sessions.open_idle(30)
     await asyncio.sleep(1.5)
-    async with (
-        Worker(
-            dev_env.client,
-            task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
-            workflows=WORKFLOWS,
-            activities=ACTIVITIES,
-        ),
-        ended(dev_env, "pool_restart-orders-db"),
-    ):
+    async with serving(dev_env, cli):
         code, out, err = await cli("start", "pool_restart", "--target", "orders-db")
         workflow_id = out.strip()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -81,10 +82,12 @@ class FakeSystem:
     total: int = 90
     idle_pids: list[int] = field(default_factory=lambda: list(range(1000, 1030)))
     verify_passes: bool = True
+    notify_fails: bool = False
     terminated: list[list[int]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
     planning_allowed: asyncio.Event = field(default_factory=asyncio.Event)
+    verifying_allowed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def sessions(self) -> list[SessionRef]:
         return [
@@ -126,6 +129,7 @@ class FakeSystem:
 
         @activity.defn(name="verify_until_stable")
         async def verify(params: VerifyInput) -> VerifyResult:
+            await self.verifying_allowed.wait()
             return VerifyResult(
                 passed=self.verify_passes, attempts=3, consecutive=3, elapsed_seconds=10
             )
@@ -138,6 +142,8 @@ class FakeSystem:
         @activity.defn(name="notify")
         async def note(params: Notification) -> NotifyResult:
             self.notes.append(params)
+            if self.notify_fails:
+                raise ApplicationError("webhook answered 503", non_retryable=True)
             return NotifyResult()
 
         return [
@@ -159,6 +165,7 @@ async def system(
     write_config(tmp_path, CONFIG.format(auto=""))
     fake = FakeSystem()
     fake.planning_allowed.set()
+    fake.verifying_allowed.set()
     async with Worker(
         time_skipping_env.client,
         task_queue="gate-tests",
@@ -235,6 +242,18 @@ async def test_timeout_reminds_then_aborts_safely(
     assert timedelta(minutes=10) <= at["gate_reminder"] - at["gate_opened"] < timedelta(minutes=11)
     waited = at["gate_timed_out"] - at["gate_opened"]
     assert timedelta(minutes=30) <= waited < timedelta(minutes=30, seconds=1)
+
+
+async def test_a_notification_outage_does_not_stop_the_gate(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    system.notify_fails = True
+    handle = await start(time_skipping_env)
+    await wait_for_gate(handle)
+    report = await handle.result()
+    assert report.status == RunStatus.ABORTED and system.terminated == []
+    failed = [s for s in report.steps if s.kind == "notification_failed"]
+    assert len(failed) == 3 and "webhook answered 503" in failed[0].summary
 
 
 async def test_requester_cannot_approve_their_own_run(
@@ -323,6 +342,7 @@ async def test_duplicate_and_late_conflicting_decisions(
     time_skipping_env: WorkflowEnvironment, system: FakeSystem
 ) -> None:
     system.planning_allowed.clear()
+    system.verifying_allowed.clear()  # keep the run alive for the late decisions
     handle = await start(time_skipping_env)
     gate_plan = await _blocked_plan(system, handle)
     first = mint("bob", handle.id, "approve", gate_plan)
@@ -338,6 +358,7 @@ async def test_duplicate_and_late_conflicting_decisions(
             PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate_plan)
         )
     assert "already approved by bob" in str(refused.value.cause)
+    system.verifying_allowed.set()
     report = await handle.result()
     assert system.terminated == [system.idle_pids]
     assert "decision_duplicate" in kinds(report)
@@ -426,6 +447,7 @@ async def test_auto_approval_within_policy_and_person_beyond_it(
     small, large = FakeSystem(), FakeSystem(idle_pids=list(range(1000, 1045)))
     for fake in (small, large):
         fake.planning_allowed.set()
+        fake.verifying_allowed.set()
     for fake, queue in ((small, "auto-small"), (large, "auto-large")):
         async with Worker(
             time_skipping_env.client,

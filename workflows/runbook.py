@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionRequest
@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
 
 READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
-NOTIFY_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
+NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 
 
 class RunbookWorkflow:
@@ -113,20 +113,27 @@ class RunbookWorkflow:
         self.set_status(RunStatus.DIAGNOSING, f"Diagnosing {self.params.target}")
 
     async def notify(self, event: str, severity: str, message: str, **details: Any) -> None:
-        await workflow.execute_activity(
-            notify,
-            Notification(
-                event=event,
-                severity=severity,
-                workflow_id=workflow.info().workflow_id,
-                runbook=self.runbook,
-                target=self.params.target,
-                message=message,
-                details=details,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=NOTIFY_RETRY,
-        )
+        """Best effort: a notification channel that is down must not stop a remediation or
+        a gate's timeouts; the failure is in the audit trail (and the worker's log)."""
+        try:
+            await workflow.execute_activity(
+                notify,
+                Notification(
+                    event=event,
+                    severity=severity,
+                    workflow_id=workflow.info().workflow_id,
+                    runbook=self.runbook,
+                    target=self.params.target,
+                    message=message,
+                    details=details,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self.audit.record(
+                "notification_failed", f"{event} ({severity}) could not be sent: {err.cause}"
+            )
 
     async def verify(self, checks: list[CheckSpec], verify: VerifyInput) -> VerifyResult:
         self.set_status(
@@ -177,7 +184,3 @@ class RunbookWorkflow:
             started_at=workflow.info().start_time,
             finished_at=workflow.now() if finished else None,
         )
-
-
-def refuse_input(message: str) -> ApplicationError:
-    return ApplicationError(message, type="BadInput", non_retryable=True)
