@@ -117,12 +117,45 @@ class NotifyConfig(_Strict):
     webhook_token: SecretRef | None = None
 
 
+class IntakeConfig(_Strict):
+    """Credentials of the alert senders. Lists, so a new secret can be added before the old
+    one is retired (rotation)."""
+
+    alertmanager_tokens: list[SecretRef] = Field(default_factory=list)
+    grafana_secrets: list[SecretRef] = Field(default_factory=list)
+    pagerduty_secrets: list[SecretRef] = Field(default_factory=list)
+    generic_secrets: list[SecretRef] = Field(default_factory=list)
+    timestamp_tolerance_seconds: int = 300
+
+
+class RouteConfig(_Strict):
+    """Which alert starts which runbook on which target."""
+
+    name: str
+    runbook: str
+    target: str
+    source: Literal["alertmanager", "grafana", "pagerduty", "generic"] | None = None
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)
+    close_gate_on_resolve: bool = True
+
+
 class EngineConfig(_Strict):
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     identities: dict[str, Identity] = Field(default_factory=dict)
     approvals: ApprovalsConfig = ApprovalsConfig()
     runbooks: RunbooksConfig = RunbooksConfig()
     notify: NotifyConfig = NotifyConfig()
+    intake: IntakeConfig = IntakeConfig()
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routes_name_known_targets(self) -> EngineConfig:
+        for route in self.routes:
+            if route.target not in self.targets:
+                raise ValueError(f"route {route.name!r} names unknown target {route.target!r}")
+        return self
 
     def target(self, name: str) -> TargetConfig:
         try:

@@ -167,7 +167,7 @@ async def test_reject_from_the_cli(
         (("start", "pool_restart", "--target", "nope"), "alice", "unknown target 'nope'"),
         (("start", "restart_everything", "--target", "orders-db"), "alice", "unknown runbook"),
         (("start", "pool_restart", "--target", "orders-db"), "forged", "matches no identity"),
-        (("approve", "pool_restart-nothing-here"), "bob", "not found"),
+        (("approve", "pool_restart-nothing-here"), "bob", "no remediation"),
     ],
 )
 async def test_bad_input_is_a_clear_error_and_starts_nothing(

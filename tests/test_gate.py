@@ -36,6 +36,8 @@ from activities.postgres import (
 from activities.targets import describe_target
 from tests.support import eventually, mint, wait_for_gate, write_config
 from workflows.models import (
+    AlertContext,
+    AlertSignal,
     DecisionOutcome,
     ExpectedImpact,
     GateView,
@@ -409,6 +411,36 @@ async def test_unknown_target_aborts_with_a_clear_message(
     assert report.status == RunStatus.ABORTED
     assert "unknown target 'ordes-db'" in report.summary and "orders-db" in report.summary
     assert system.notes == [] and system.terminated == []
+
+
+async def test_resolved_alert_closes_a_waiting_gate_and_duplicates_attach(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem
+) -> None:
+    alert = AlertContext(source="alertmanager", name="PgTooManyConnections", fingerprint="f1")
+    handle = await time_skipping_env.client.start_workflow(
+        PoolRestartWorkflow.run,
+        RunbookInput(
+            target="orders-db",
+            requested_by="alert:alertmanager",
+            alert=alert,
+            close_gate_on_resolve=True,
+        ),
+        id=f"gate-test-{uuid.uuid4().hex[:8]}",
+        task_queue="gate-tests",
+        start_signal="alert_received",
+        start_signal_args=[AlertSignal(status="firing", alert=alert, received_at=START)],
+    )
+    await wait_for_gate(handle)
+    for status in ("firing", "firing", "resolved"):
+        await handle.signal(
+            PoolRestartWorkflow.alert_received,
+            AlertSignal(status=status, alert=alert, received_at=START),
+        )
+    report = await handle.result()
+    assert report.status == RunStatus.RESOLVED
+    assert report.decisions[0].outcome == DecisionOutcome.RESOLVED
+    assert kinds(report).count("alert_duplicate") == 2 and "alert_resolved" in kinds(report)
+    assert system.terminated == []
 
 
 async def test_false_alarm_needs_no_action(

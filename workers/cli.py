@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -24,10 +24,10 @@ from temporalio.common import (
 from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, DecisionKind, identify
-from activities.approval_auth import mint_decision as mint
 from activities.config import ConfigError, load_config
+from workers.approvals import DecisionError, decide, pending_gates
 from workers.settings import Settings, connect
-from workflows.models import GateView, RunbookInput, RunReport, RunStatus
+from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
     SA_REQUESTED_BY,
@@ -122,20 +122,10 @@ def start(
     typer.echo(_run(go()))
 
 
-async def _pending(client: Client) -> list[GateView]:
-    gates = []
-    query = f"{SA_STATUS.name} = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
-    async for execution in client.list_workflows(query):
-        gate = await client.get_workflow_handle(execution.id).query(RunbookWorkflow.pending_gate)
-        if gate is not None:
-            gates.append(gate)
-    return gates
-
-
 @app.command()
 def pending(as_json: JsonFlag = False) -> None:
     """Gates awaiting approval, with their plans."""
-    gates = _run(_with_client(_pending))
+    gates = _run(_with_client(pending_gates))
     lines = [
         f"{g.workflow_id}  plan {g.plan.plan_id}  needs {g.required_group}  "
         f"requested by {g.requested_by}\n    {g.plan.describe()}\n"
@@ -153,25 +143,15 @@ def _decide(workflow_id: str, kind: DecisionKind, reason: str, token_file: Path 
     config = load_config()
     token = _token(token_file)
 
-    async def go() -> str:
-        client = await connect()
-        handle = client.get_workflow_handle(workflow_id)
-        gate = await handle.query(RunbookWorkflow.pending_gate)
-        if gate is None:
-            raise _fail(f"{workflow_id} has no gate awaiting a decision")
-        request = mint(config, token, workflow_id, kind, gate.plan.plan_id, reason)
+    async def go(client: Client) -> str:
         try:
-            # The update id makes a repeated command (a retry, a double Enter) one decision.
-            await handle.execute_update(
-                RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject,
-                request,
-                id=f"{kind}-{gate.plan.plan_id}-{request.approver}",
-            )
-        except WorkflowUpdateFailedError as err:
-            raise _fail(str(err.cause)) from None
-        return f"{kind}d plan {gate.plan.plan_id} of {workflow_id} as {request.approver}"
+            decision = await decide(client, config, token, workflow_id, kind, reason)
+        except DecisionError as err:
+            raise _fail(str(err)) from None
+        outcome, by = decision.outcome.value, decision.decided_by
+        return f"{outcome} plan {decision.plan_id} of {workflow_id} as {by}"
 
-    typer.echo(_run(go()))
+    typer.echo(_run(_with_client(go)))
 
 
 @app.command()

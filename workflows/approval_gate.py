@@ -64,6 +64,8 @@ class ApprovalGate:
         self.decision: ApprovalDecision | None = None
         self.decisions: list[ApprovalDecision] = []
         self.run_finished = False
+        # Set when the alert that started the run resolves and the route closes gates on it.
+        self.resolved_by: str | None = None
 
     # -- the runbook's side ------------------------------------------------------------
 
@@ -100,6 +102,8 @@ class ApprovalGate:
             abort_at=self.abort_at(),
             approve_with=f"remediate approve {workflow.info().workflow_id}",
         )
+        if self.resolved_by is not None:
+            return self._resolved(plan)
         if not await self._wait_for_decision(self.settings.remind_after):
             waited = int(self.settings.remind_after.total_seconds() // 60)
             self.audit.record("gate_reminder", f"no decision after {waited} min; escalating")
@@ -110,15 +114,23 @@ class ApprovalGate:
                 return self._close(
                     plan, DecisionOutcome.TIMED_OUT, "engine", "no decision before the deadline"
                 )
-        assert self.decision is not None
+        if self.decision is None:
+            return self._resolved(plan)
         return self.decision
+
+    def _resolved(self, plan: Plan) -> ApprovalDecision:
+        return self._close(
+            plan, DecisionOutcome.RESOLVED, self.resolved_by or "alert", "alert resolved first"
+        )
 
     def abort_at(self) -> datetime | None:
         return self.opened_at + self.settings.abort_after if self.opened_at else None
 
     async def _wait_for_decision(self, within: timedelta) -> bool:
         try:
-            await workflow.wait_condition(lambda: self.decision is not None, timeout=within)
+            await workflow.wait_condition(
+                lambda: self.decision is not None or self.resolved_by is not None, timeout=within
+            )
         except TimeoutError:
             return False
         return True
@@ -169,6 +181,7 @@ class ApprovalGate:
             DecisionOutcome.APPROVED: f"approved by {decision.decided_by}",
             DecisionOutcome.REJECTED: f"rejected by {decision.decided_by}",
             DecisionOutcome.TIMED_OUT: "timed out: aborting safely, nothing was changed",
+            DecisionOutcome.RESOLVED: "closed: the alert resolved before approval",
             DecisionOutcome.DRY_RUN: f"dry run: {decision.reason}",
         }[decision.outcome]
         self.audit.record(

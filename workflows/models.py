@@ -10,7 +10,7 @@ import hashlib
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -27,6 +27,7 @@ class RunStatus(StrEnum):
     REMEDIATED = "Remediated"
     DRY_RUN = "DryRunComplete"
     REJECTED = "Rejected"
+    RESOLVED = "ResolvedBeforeApproval"
     ABORTED = "Aborted"
     ESCALATED = "Escalated"
 
@@ -41,6 +42,14 @@ class AlertContext(BaseModel):
     summary: str = ""
 
 
+class AlertSignal(BaseModel):
+    """An alert delivered to a running remediation: a duplicate firing, or its resolution."""
+
+    status: Literal["firing", "resolved"]
+    alert: AlertContext
+    received_at: datetime
+
+
 class RunbookInput(BaseModel):
     """Every runbook's input: small enough to paste into the Temporal UI's Start Workflow."""
 
@@ -50,6 +59,9 @@ class RunbookInput(BaseModel):
     reason: str = ""
     alert: AlertContext | None = None
     parameters: dict[str, str] = Field(default_factory=dict)
+    # When the alert that started the run resolves while a gate waits: close the gate and
+    # end the run with nothing done (the route decides; manual runs keep waiting).
+    close_gate_on_resolve: bool = False
 
 
 class ExpectedImpact(BaseModel):
@@ -88,6 +100,7 @@ class DecisionOutcome(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     TIMED_OUT = "timed_out"
+    RESOLVED = "resolved"
     DRY_RUN = "dry_run"
 
 

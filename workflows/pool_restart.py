@@ -131,7 +131,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
         )
         decision = await self.gate.request(plan, dry_run=self.params.dry_run)
         if decision.outcome != DecisionOutcome.APPROVED:
-            return await self._not_approved(decision.outcome, plan)
+            return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Terminating {len(idle.sessions)} idle sessions")
         result = await workflow.execute_activity(
             terminate_sessions,
@@ -198,7 +198,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
         )
         decision = await self.gate.request(plan, dry_run=self.params.dry_run)
         if decision.outcome != DecisionOutcome.APPROVED:
-            return await self._not_approved(decision.outcome, plan)
+            return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Restarting the application of {target.target}")
         info = workflow.info()
         result = await workflow.execute_activity(
@@ -223,16 +223,6 @@ class PoolRestartWorkflow(RunbookWorkflow):
         return await self.escalate(
             f"{target.target} still unhealthy after the application restart: "
             + "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
-        )
-
-    async def _not_approved(self, outcome: DecisionOutcome, plan: Plan) -> RunReport:
-        if outcome == DecisionOutcome.DRY_RUN:
-            return await self.finish(RunStatus.DRY_RUN, f"dry run: would {plan.describe()}")
-        if outcome == DecisionOutcome.REJECTED:
-            return await self.finish(RunStatus.REJECTED, f"rejected: {plan.describe()} not done")
-        await self.notify("gate_timed_out", "page", f"no approval for {plan.describe()}")
-        return await self.finish(
-            RunStatus.ABORTED, f"aborted: no decision on plan {plan.plan_id}; nothing changed"
         )
 
     def _checks(self, target: TargetDescription) -> list[CheckSpec]:

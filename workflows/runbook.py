@@ -20,8 +20,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.approval_gate import ApprovalGate
     from workflows.audit import AuditTrail
     from workflows.models import (
+        AlertSignal,
         ApprovalDecision,
+        DecisionOutcome,
         GateView,
+        Plan,
         RunbookInput,
         RunReport,
         RunStatus,
@@ -42,6 +45,8 @@ class RunbookWorkflow:
         self.status = RunStatus.DIAGNOSING
         self.summary = f"Diagnosing {params.target}"
         self.report_final: RunReport | None = None
+        # The alert that starts a run arrives with it (signal-with-start) and counts as one.
+        self.alerts_attached = 0
         self.gate = ApprovalGate(
             requested_by=params.requested_by,
             audit=self.audit,
@@ -86,6 +91,31 @@ class RunbookWorkflow:
     @reject.validator
     def _validate_reject(self, request: DecisionRequest) -> None:
         self.gate.validate(request)
+
+    @workflow.signal
+    def alert_received(self, signal: AlertSignal) -> None:
+        """Duplicates of the alert attach here instead of starting another run; its
+        resolution closes a waiting gate where the route says so."""
+        alert = signal.alert
+        if signal.status == "firing":
+            self.alerts_attached += 1
+            if self.alerts_attached > 1:
+                self.audit.record(
+                    "alert_duplicate",
+                    f"{alert.source} alert {alert.name or alert.fingerprint} fired again; "
+                    "attached to this run",
+                    actor=alert.source,
+                    fingerprint=alert.fingerprint,
+                )
+            return
+        self.audit.record(
+            "alert_resolved",
+            f"{alert.source} alert {alert.name or alert.fingerprint} resolved",
+            actor=alert.source,
+            fingerprint=alert.fingerprint,
+        )
+        if self.params.close_gate_on_resolve and self.gate.resolved_by is None:
+            self.gate.resolved_by = f"alert:{alert.source}"
 
     # -- helpers for runbooks ------------------------------------------------------------
 
@@ -156,6 +186,21 @@ class RunbookWorkflow:
             observations=[o.model_dump() for o in result.last],
         )
         return result
+
+    async def not_approved(self, outcome: DecisionOutcome, plan: Plan) -> RunReport:
+        """End the run after a gate closed without approval: nothing was changed."""
+        if outcome == DecisionOutcome.DRY_RUN:
+            return await self.finish(RunStatus.DRY_RUN, f"dry run: would {plan.describe()}")
+        if outcome == DecisionOutcome.REJECTED:
+            return await self.finish(RunStatus.REJECTED, f"rejected: {plan.describe()} not done")
+        if outcome == DecisionOutcome.RESOLVED:
+            return await self.finish(
+                RunStatus.RESOLVED, f"alert resolved before approval: {plan.describe()} not done"
+            )
+        await self.notify("gate_timed_out", "page", f"no approval for {plan.describe()}")
+        return await self.finish(
+            RunStatus.ABORTED, f"aborted: no decision on plan {plan.plan_id}; nothing changed"
+        )
 
     async def escalate(self, reason: str) -> RunReport:
         await self.notify("escalation", "page", reason)

@@ -1,0 +1,69 @@
+"""The approval service's core, shared by the HTTP API and the CLI: list open gates, and turn
+an authenticated caller's decision into a signed Update on the exact plan they saw."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.approval_auth import DecisionKind, identify, mint_decision
+from activities.config import EngineConfig
+from workflows.models import ApprovalDecision, GateView
+from workflows.names import SA_STATUS
+from workflows.runbook import RunbookWorkflow
+
+
+class DecisionError(Exception):
+    """A decision that could not be applied; `status` is the HTTP status that fits."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def pending_gates(client: Client) -> list[GateView]:
+    gates = []
+    query = f"{SA_STATUS.name} = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id)
+        gate = await handle.query(RunbookWorkflow.pending_gate)
+        if gate is not None:
+            gates.append(gate)
+    return gates
+
+
+async def decide(
+    client: Client,
+    config: EngineConfig,
+    token: str,
+    workflow_id: str,
+    kind: DecisionKind,
+    reason: str = "",
+    plan_id: str | None = None,
+) -> ApprovalDecision:
+    """`plan_id` is the plan the caller was shown; if the open plan is another, nothing is
+    decided (a stale link or button never approves a different plan)."""
+    identify(config, token)  # AuthenticationFailedError before anything else happens
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        gate = await handle.query(RunbookWorkflow.pending_gate)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
+        raise
+    if gate is None:
+        raise DecisionError(f"{workflow_id} has no gate awaiting a decision", 409)
+    if plan_id is not None and plan_id != gate.plan.plan_id:
+        raise DecisionError(
+            f"plan {plan_id} is no longer the open plan ({gate.plan.plan_id}); review it again",
+            409,
+        )
+    request = mint_decision(config, token, workflow_id, kind, gate.plan.plan_id, reason)
+    update = RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject
+    try:
+        # The update id makes a repeated request (a retry, a double click) one decision.
+        return await handle.execute_update(
+            update, request, id=f"{kind}-{gate.plan.plan_id}-{request.approver}"
+        )
+    except WorkflowUpdateFailedError as err:
+        raise DecisionError(str(err.cause), 403) from None

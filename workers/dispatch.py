@@ -1,0 +1,105 @@
+"""Turn a routed alert into exactly one run per incident.
+
+A firing alert is a signal-with-start on the runbook's deterministic workflow id: the first
+starts the run, duplicates are delivered to it (and land in its audit trail). Temporal
+decides atomically which happened, so many intake replicas need no lock of their own. A
+resolved alert is only ever a signal: it never starts a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.config import EngineConfig
+from workers.alert_payloads import IncomingAlert
+from workers.routing import route_for
+from workflows.models import AlertSignal, RunbookInput, RunStatus
+from workflows.names import (
+    RUNBOOK_WORKFLOW_TYPES,
+    SA_REQUESTED_BY,
+    SA_RUNBOOK,
+    SA_STATUS,
+    SA_TARGET,
+    workflow_id_for,
+)
+from workflows.runbook import RunbookWorkflow
+
+
+class Outcome(StrEnum):
+    STARTED = "started"
+    ATTACHED = "attached"
+    RESOLVED_DELIVERED = "resolved_delivered"
+    RESOLVED_NO_RUN = "resolved_no_run"
+    UNROUTED = "unrouted"
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    outcome: Outcome
+    fingerprint: str
+    route: str | None = None
+    workflow_id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "outcome": self.outcome.value,
+            "fingerprint": self.fingerprint,
+            "route": self.route,
+            "workflow_id": self.workflow_id,
+        }
+
+
+async def dispatch(
+    client: Client, config: EngineConfig, task_queue: str, incoming: IncomingAlert
+) -> Dispatched:
+    alert = incoming.alert
+    route = route_for(config, alert)
+    if route is None:
+        return Dispatched(Outcome.UNROUTED, alert.fingerprint)
+    workflow_id = workflow_id_for(route.runbook, route.target)
+    signal = AlertSignal(status=incoming.status, alert=alert, received_at=datetime.now(UTC))
+    if incoming.status == "resolved":
+        try:
+            await client.get_workflow_handle(workflow_id).signal(
+                RunbookWorkflow.alert_received, signal
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return Dispatched(Outcome.RESOLVED_NO_RUN, alert.fingerprint, route.name, workflow_id)
+        return Dispatched(Outcome.RESOLVED_DELIVERED, alert.fingerprint, route.name, workflow_id)
+    requested_by = f"alert:{alert.source}"
+    handle = await client.start_workflow(
+        RUNBOOK_WORKFLOW_TYPES[route.runbook],
+        RunbookInput(
+            target=route.target,
+            requested_by=requested_by,
+            reason=alert.summary or alert.name,
+            alert=alert,
+            parameters=route.parameters,
+            close_gate_on_resolve=route.close_gate_on_resolve,
+        ),
+        id=workflow_id,
+        task_queue=task_queue,
+        start_signal="alert_received",
+        start_signal_args=[signal],
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_RUNBOOK, route.runbook),
+                SearchAttributePair(SA_TARGET, route.target),
+                SearchAttributePair(SA_REQUESTED_BY, requested_by),
+                SearchAttributePair(SA_STATUS, RunStatus.DIAGNOSING.value),
+            ]
+        ),
+        static_summary=f"{route.runbook} on {route.target} for {alert.source} alert {alert.name}",
+    )
+    response = getattr(handle, "_start_workflow_response", None)
+    started = bool(getattr(response, "started", False))
+    outcome = Outcome.STARTED if started else Outcome.ATTACHED
+    return Dispatched(outcome, alert.fingerprint, route.name, workflow_id)
