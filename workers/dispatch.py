@@ -45,6 +45,7 @@ class Dispatched:
     fingerprint: str
     route: str | None = None
     workflow_id: str | None = None
+    runbook: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {
@@ -52,6 +53,7 @@ class Dispatched:
             "fingerprint": self.fingerprint,
             "route": self.route,
             "workflow_id": self.workflow_id,
+            "runbook": self.runbook,
         }
 
 
@@ -72,8 +74,10 @@ async def dispatch(
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            return Dispatched(Outcome.RESOLVED_NO_RUN, alert.fingerprint, route.name, workflow_id)
-        return Dispatched(Outcome.RESOLVED_DELIVERED, alert.fingerprint, route.name, workflow_id)
+            outcome = Outcome.RESOLVED_NO_RUN
+        else:
+            outcome = Outcome.RESOLVED_DELIVERED
+        return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
     requested_by = f"alert:{alert.source}"
     handle = await client.start_workflow(
         RUNBOOK_WORKFLOW_TYPES[route.runbook],
@@ -102,4 +106,4 @@ async def dispatch(
     response = getattr(handle, "_start_workflow_response", None)
     started = bool(getattr(response, "started", False))
     outcome = Outcome.STARTED if started else Outcome.ATTACHED
-    return Dispatched(outcome, alert.fingerprint, route.name, workflow_id)
+    return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)

@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = TASK_QUEUE
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
 
 
 async def connect(settings: Settings | None = None) -> Client:

@@ -1,0 +1,333 @@
+"""The intake and approval HTTP service: one ASGI app, stateless (all state is in Temporal).
+
+    POST /alerts/alertmanager | /alerts/grafana | /alerts/pagerduty | /alerts/generic
+    GET  /approvals, POST /approvals/{workflow_id}/approve|reject
+    GET  /healthz, GET /metrics
+
+Run: `uvicorn workers.service:app` (or `remediate-service`), with REMEDIATE_CONFIG set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.approval_auth import AuthenticationFailedError, identify
+from activities.config import EngineConfig, SecretRef, load_config
+from activities.secrets import resolve_secret
+from workers.alert_payloads import (
+    AlertmanagerPayload,
+    GenericAlert,
+    GrafanaPayload,
+    IncomingAlert,
+    PagerDutyPayload,
+    from_generic,
+    from_pagerduty,
+    from_prometheus_style,
+)
+from workers.approvals import DecisionError, decide, pending_gates
+from workers.dispatch import Dispatched, Outcome, dispatch
+from workers.settings import Settings, connect
+from workers.webhook_auth import (
+    any_signature_matches,
+    credential_matches,
+    timestamp_fresh,
+    versioned_signatures,
+)
+from workflows.models import ApprovalDecision, GateView
+
+MAX_BODY_BYTES = 1 << 20
+GRAFANA_SIGNATURE = "X-Grafana-Alerting-Signature"
+GRAFANA_TIMESTAMP = "X-Grafana-Alerting-Timestamp"
+
+ALERTS = Counter("remediate_alerts_total", "Alerts received", ["source", "outcome"])
+REJECTED = Counter("remediate_webhooks_rejected_total", "Webhooks refused", ["source", "reason"])
+RUNS_STARTED = Counter("remediate_runs_started_total", "Runs started by alerts", ["runbook"])
+DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
+GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = Settings()
+    load_config()  # a broken config stops start-up with its own message
+    app.state.settings = settings
+    app.state.client = await connect(settings)
+    yield
+
+
+app = FastAPI(title="Remediation engine: intake and approvals", lifespan=lifespan)
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class IntakeResult(BaseModel):
+    accepted: int
+    results: list[dict[str, str | None]] = Field(default_factory=list)
+
+
+class DecisionBody(BaseModel):
+    plan_id: str = Field(min_length=1, max_length=64, description="the plan you reviewed")
+    reason: str = Field(default="", max_length=2000)
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+def _refuse(source: str, reason: str, status: int, message: str) -> HTTPException:
+    REJECTED.labels(source, reason).inc()
+    return HTTPException(status_code=status, detail=message)
+
+
+async def _body(request: Request, source: str) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise _refuse(source, "too_large", 413, "payload larger than 1 MiB")
+    return body
+
+
+def _secrets(refs: list[SecretRef], source: str) -> list[str]:
+    if not refs:
+        raise _refuse(
+            source, "not_configured", 401, f"{source} intake has no credential configured"
+        )
+    return [resolve_secret(ref) for ref in refs]
+
+
+def _parse(model: type[T], body: bytes, source: str) -> T:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
+        )
+        raise _refuse(source, "malformed", 422, f"not a {source} payload: {problems}") from None
+
+
+async def _dispatch_all(request: Request, source: str, alerts: list[IncomingAlert]) -> IntakeResult:
+    config: EngineConfig = load_config()
+    settings: Settings = request.app.state.settings
+    try:
+        done: list[Dispatched] = await asyncio.gather(
+            *(dispatch(_client(request), config, settings.task_queue, a) for a in alerts)
+        )
+    except RPCError as err:
+        # Temporal is unreachable: a 503 makes the sender retry, so nothing valid is lost.
+        raise HTTPException(
+            status_code=503, detail=f"cannot reach Temporal: {err.message}"
+        ) from None
+    for result in done:
+        ALERTS.labels(source, result.outcome.value).inc()
+        if result.outcome == Outcome.STARTED:
+            RUNS_STARTED.labels(result.runbook or "").inc()
+    return IntakeResult(accepted=len(done), results=[d.as_dict() for d in done])
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Document the payload without letting FastAPI parse it: authentication is checked on
+    the raw bytes first, so an unauthenticated request never reaches the parser."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+@app.post(
+    "/alerts/alertmanager",
+    status_code=202,
+    responses=RESPONSES,
+    openapi_extra=_body_schema(AlertmanagerPayload),
+)
+async def alertmanager(
+    request: Request, authorization: Annotated[str, Header()] = ""
+) -> IntakeResult:
+    """Alertmanager webhook (payload version 4). Alertmanager cannot sign, so it sends a
+    bearer token or basic auth (`http_config`)."""
+    config = load_config()
+    tokens = _secrets(config.intake.alertmanager_tokens, "alertmanager")
+    if not credential_matches(authorization, tokens):
+        raise _refuse("alertmanager", "unauthenticated", 401, "missing or wrong credential")
+    payload = _parse(AlertmanagerPayload, await _body(request, "alertmanager"), "alertmanager")
+    return await _dispatch_all(
+        request, "alertmanager", from_prometheus_style("alertmanager", payload)
+    )
+
+
+@app.post(
+    "/alerts/grafana",
+    status_code=202,
+    responses=RESPONSES,
+    openapi_extra=_body_schema(GrafanaPayload),
+)
+async def grafana(
+    request: Request,
+    signature: Annotated[str, Header(alias=GRAFANA_SIGNATURE)] = "",
+    timestamp: Annotated[str, Header(alias=GRAFANA_TIMESTAMP)] = "",
+) -> IntakeResult:
+    """Grafana webhook contact point with an HMAC-SHA256 signature; when a timestamp header
+    is configured, Grafana signs `timestamp:body` and we also check the timestamp's age."""
+    config = load_config()
+    secrets = _secrets(config.intake.grafana_secrets, "grafana")
+    body = await _body(request, "grafana")
+    signed = f"{timestamp}:".encode() + body if timestamp else body
+    if timestamp and not timestamp_fresh(
+        timestamp, time.time(), config.intake.timestamp_tolerance_seconds
+    ):
+        raise _refuse("grafana", "stale", 401, "timestamp outside the accepted window")
+    if not any_signature_matches(secrets, signed, [signature]):
+        raise _refuse("grafana", "unauthenticated", 401, "missing or wrong signature")
+    payload = _parse(GrafanaPayload, body, "grafana")
+    return await _dispatch_all(request, "grafana", from_prometheus_style("grafana", payload))
+
+
+@app.post(
+    "/alerts/pagerduty",
+    status_code=202,
+    responses=RESPONSES,
+    openapi_extra=_body_schema(PagerDutyPayload),
+)
+async def pagerduty(
+    request: Request,
+    signature: Annotated[str, Header(alias="X-PagerDuty-Signature")] = "",
+) -> IntakeResult:
+    """PagerDuty V3 webhook: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, HMAC-SHA256 of
+    the raw body; several signatures while a secret rotates."""
+    config = load_config()
+    secrets = _secrets(config.intake.pagerduty_secrets, "pagerduty")
+    body = await _body(request, "pagerduty")
+    if not any_signature_matches(secrets, body, versioned_signatures(signature)):
+        raise _refuse("pagerduty", "unauthenticated", 401, "missing or wrong signature")
+    payload = _parse(PagerDutyPayload, body, "pagerduty")
+    return await _dispatch_all(request, "pagerduty", from_pagerduty(payload))
+
+
+@app.post(
+    "/alerts/generic",
+    status_code=202,
+    responses=RESPONSES,
+    openapi_extra=_body_schema(GenericAlert),
+)
+async def generic(
+    request: Request,
+    signature: Annotated[str, Header(alias="X-Remediate-Signature")] = "",
+    timestamp: Annotated[str, Header(alias="X-Remediate-Timestamp")] = "",
+) -> IntakeResult:
+    """Our schema (GenericAlert). Sign `{timestamp}.{body}` with HMAC-SHA256 and send
+    `X-Remediate-Timestamp: <unix seconds>` and `X-Remediate-Signature: v1=<hex>`."""
+    config = load_config()
+    secrets = _secrets(config.intake.generic_secrets, "generic")
+    body = await _body(request, "generic")
+    if not timestamp_fresh(timestamp, time.time(), config.intake.timestamp_tolerance_seconds):
+        raise _refuse("generic", "stale", 401, "missing timestamp or outside the window")
+    signed = f"{timestamp}.".encode() + body
+    if not any_signature_matches(secrets, signed, versioned_signatures(signature)):
+        raise _refuse("generic", "unauthenticated", 401, "missing or wrong signature")
+    payload = _parse(GenericAlert, body, "generic")
+    return await _dispatch_all(request, "generic", from_generic(payload))
+
+
+# -- approvals ----------------------------------------------------------------------------
+
+
+def _caller(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(status_code=401, detail="send Authorization: Bearer <your token>")
+    return token.strip()
+
+
+@app.get("/approvals", responses={401: {"model": ErrorBody}})
+async def list_approvals(
+    request: Request, authorization: Annotated[str, Header()] = ""
+) -> list[GateView]:
+    config = load_config()
+    token = _caller(authorization)
+    try:
+        identify(config, token)
+    except AuthenticationFailedError as err:
+        raise HTTPException(status_code=401, detail=str(err)) from None
+    gates = await pending_gates(_client(request))
+    GATES_PENDING.set(len(gates))
+    return gates
+
+
+@app.post(
+    "/approvals/{workflow_id}/{kind}",
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
+               409: {"model": ErrorBody}},
+)  # fmt: skip
+async def decide_gate(
+    request: Request,
+    workflow_id: str,
+    kind: Literal["approve", "reject"],
+    body: DecisionBody,
+    authorization: Annotated[str, Header()] = "",
+) -> ApprovalDecision:
+    """Approve or reject the plan you reviewed (its plan_id), as your token's identity."""
+    config = load_config()
+    token = _caller(authorization)
+    if kind == "reject" and not body.reason:
+        raise HTTPException(status_code=422, detail="a rejection needs a reason")
+    try:
+        decision = await decide(
+            _client(request), config, token, workflow_id, kind, body.reason, body.plan_id
+        )
+    except AuthenticationFailedError as err:
+        DECISIONS.labels(kind, "unauthenticated").inc()
+        raise HTTPException(status_code=401, detail=str(err)) from None
+    except DecisionError as err:
+        DECISIONS.labels(kind, "refused").inc()
+        raise HTTPException(status_code=err.status, detail=str(err)) from None
+    DECISIONS.labels(kind, decision.outcome.value).inc()
+    return decision
+
+
+@app.get("/healthz")
+async def healthz(request: Request) -> dict[str, str]:
+    await _client(request).service_client.check_health()
+    return {"status": "ok"}
+
+
+@app.get("/metrics")
+async def metrics(request: Request) -> Response:
+    query = "RemediationStatus = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
+    with suppress(RPCError):  # metrics still answer when Temporal does not
+        GATES_PENDING.set((await _client(request).count_workflows(query)).count)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@app.exception_handler(HTTPException)
+async def _error_body(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
