@@ -2,7 +2,8 @@
 
 Exhausts the demo database through the demo app's leak endpoint, waits until the leaked
 sessions count as stale, starts pool_restart as alice, and measures trigger -> awaiting
-approval; then approves as bob and measures approval -> verified.
+approval; then approves as bob through the approval service's HTTP API and measures
+approval -> verified.
 
     source .stack/demo.env && .venv/bin/python -m benchmarks.demo_timings [--runs 3]
 """
@@ -18,8 +19,8 @@ import uuid
 import httpx
 from temporalio.client import WorkflowHandle
 
-from activities.approval_auth import mint_decision
 from activities.config import load_config
+from workers.api_client import ApprovalApi
 from workers.settings import Settings, connect
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
@@ -52,13 +53,9 @@ async def one_run() -> tuple[float, float]:
         task_queue=Settings().task_queue,
     )
     awaiting = await _until(handle, {RunStatus.AWAITING_APPROVAL.value})
-    gate = await handle.query(PoolRestartWorkflow.pending_gate)
-    assert gate is not None
     approved = time.perf_counter()
-    await handle.execute_update(
-        PoolRestartWorkflow.approve,
-        mint_decision(config, "demo-bob-token", handle.id, "approve", gate.plan.plan_id),
-    )
+    api = ApprovalApi(Settings().api_url or "http://127.0.0.1:8000", "demo-bob-token")
+    await api.decide(handle.id, "approve", "demo timing")
     report = await handle.result()
     verified = time.perf_counter()
     assert report.status == RunStatus.REMEDIATED, report.summary

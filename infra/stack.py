@@ -26,22 +26,30 @@ from workflows.names import SEARCH_ATTRIBUTES
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".stack"
 BIN = Path(sys.executable).parent
-PG_PORT, APP_PORT, MOTO_PORT, TEMPORAL_PORT, UI_PORT = 55432, 8088, 5000, 7233, 8233
+PG_PORT, APP_PORT, MOTO_PORT, TEMPORAL_PORT, UI_PORT, API_PORT = 55432, 8088, 5000, 7233, 8233, 8000
+DEMO_SECRETS = (
+    "PG_SUPERUSER_PASSWORD",
+    "DEMO_APP_ADMIN_TOKEN",
+    "REMEDIATE_APPROVAL_SIGNING_KEY",
+    "ALERTMANAGER_TOKEN",
+    "GRAFANA_WEBHOOK_SECRET",
+    "PAGERDUTY_WEBHOOK_SECRET",
+    "GENERIC_WEBHOOK_SECRET",
+)
 APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
 
 
 def _secrets() -> dict[str, str]:
     """Per-machine demo secrets, generated once and kept in .stack/secrets."""
     path = STATE / "secrets"
-    if not path.exists():
-        values = {
-            "PG_SUPERUSER_PASSWORD": secrets.token_hex(12),
-            "DEMO_APP_ADMIN_TOKEN": secrets.token_hex(16),
-            "REMEDIATE_APPROVAL_SIGNING_KEY": secrets.token_hex(32),
-        }
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+    values = {}
+    if path.exists():
+        values = dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+    for name in DEMO_SECRETS:
+        values.setdefault(name, secrets.token_hex(16))
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return values
 
 
 def _prepare_database(cluster: LocalCluster, superuser_password: str) -> str:
@@ -109,15 +117,24 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+        worker_env |= {name: values[name] for name in DEMO_SECRETS[3:]}
         self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
+        self.spawn(
+            "service",
+            [sys.executable, "-m", "workers.service"],
+            worker_env | {"REMEDIATE_API_PORT": str(API_PORT)},
+        )
+        wait_for_port("127.0.0.1", API_PORT, 30)
         (STATE / "demo.env").write_text(
             f"export PATH={BIN}:$PATH\n"
             f"export REMEDIATE_CONFIG={ROOT / 'infra/config/example.toml'}\n"
-            f"export REMEDIATE_APPROVAL_SIGNING_KEY={values['REMEDIATE_APPROVAL_SIGNING_KEY']}\n"
+            f"export REMEDIATE_API_URL=http://127.0.0.1:{API_PORT}\n"
             "export REMEDIATE_TOKEN=demo-alice-token\n"
+            f"export ALERTMANAGER_TOKEN={values['ALERTMANAGER_TOKEN']}\n"
         )
         print(
-            f"stack up: Temporal UI http://127.0.0.1:{UI_PORT}  demo app "
+            f"stack up: Temporal UI http://127.0.0.1:{UI_PORT}  intake/approvals "
+            f"http://127.0.0.1:{API_PORT}  demo app "
             f"http://127.0.0.1:{APP_PORT}/health  Postgres 127.0.0.1:{PG_PORT}  "
             f"AWS emulator http://127.0.0.1:{MOTO_PORT}\n"
             f"logs in {STATE / 'logs'}; in another shell: source .stack/demo.env  (Ctrl-C stops)",

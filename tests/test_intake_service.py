@@ -3,7 +3,9 @@ source's documented payloads (firing, duplicate, resolved), authentication, and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +25,7 @@ from temporalio.worker import Worker
 
 from infra.local_postgres import free_port, wait_for_port
 from tests import payloads
-from tests.support import TOKENS, DemoApp, OrdersDatabase, eventually, write_config
+from tests.support import SIGNING_KEY_ENV, TOKENS, DemoApp, OrdersDatabase, eventually, write_config
 from workers.worker import ACTIVITIES, WORKFLOWS
 from workflows.models import RunReport
 from workflows.runbook import RunbookWorkflow
@@ -374,3 +377,37 @@ async def test_approvals_over_http(service: Service) -> None:
         assert 'remediate_alerts_total{outcome="started",source="generic"}' in metrics
         assert 'remediate_decisions_total{kind="approve",result="approved"} 1.0' in metrics
         assert (await http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_cli_decides_through_the_service_without_the_signing_key(service: Service) -> None:
+    secret = SECRETS["GENERIC_SECRET_TEST"]
+    workflow_id = "pool_restart-approvals-db"
+    raw = payloads.encode(payloads.generic("firing", "ApprovalFlow", "ap-2", {}))
+    assert outcomes(await post(service, "generic", raw, payloads.generic_signed(secret, raw))) == [
+        "started"
+    ]
+    await eventually(lambda: gate_open(service, workflow_id))
+    env = {k: v for k, v in os.environ.items() if k not in (SIGNING_KEY_ENV, "REMEDIATE_CONFIG")}
+    env |= {"REMEDIATE_API_URL": service.url, "REMEDIATE_TOKEN": TOKENS["bob"]}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "remediate"),
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await cli("pending", "--json")
+    assert code == 0, err
+    assert workflow_id in [g["workflow_id"] for g in json.loads(out)]
+    code, out, err = await cli("reject", workflow_id, "--reason", "false alarm")
+    assert code == 0, err
+    assert out.startswith("rejected plan")
+    report: RunReport = await service.client.get_workflow_handle(
+        workflow_id, result_type=RunReport
+    ).result()
+    assert report.status == "Rejected" and report.decisions[0].decided_by == "bob"

@@ -25,9 +25,10 @@ from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, DecisionKind, identify
 from activities.config import ConfigError, load_config
+from workers.api_client import ApprovalApi
 from workers.approvals import DecisionError, decide, pending_gates
 from workers.settings import Settings, connect
-from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.models import ApprovalDecision, RunbookInput, RunReport, RunStatus
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
     SA_REQUESTED_BY,
@@ -125,7 +126,14 @@ def start(
 @app.command()
 def pending(as_json: JsonFlag = False) -> None:
     """Gates awaiting approval, with their plans."""
-    gates = _run(_with_client(pending_gates))
+    api_url = Settings().api_url
+    try:
+        if api_url:
+            gates = _run(ApprovalApi(api_url, _token(None)).pending())
+        else:
+            gates = _run(_with_client(pending_gates))
+    except DecisionError as err:
+        raise _fail(str(err)) from None
     lines = [
         f"{g.workflow_id}  plan {g.plan.plan_id}  needs {g.required_group}  "
         f"requested by {g.requested_by}\n    {g.plan.describe()}\n"
@@ -140,18 +148,21 @@ async def _with_client(fn: Callable[[Client], Awaitable[T]]) -> T:
 
 
 def _decide(workflow_id: str, kind: DecisionKind, reason: str, token_file: Path | None) -> None:
-    config = load_config()
     token = _token(token_file)
+    api_url = Settings().api_url
 
-    async def go(client: Client) -> str:
-        try:
-            decision = await decide(client, config, token, workflow_id, kind, reason)
-        except DecisionError as err:
-            raise _fail(str(err)) from None
-        outcome, by = decision.outcome.value, decision.decided_by
-        return f"{outcome} plan {decision.plan_id} of {workflow_id} as {by}"
+    async def go() -> ApprovalDecision:
+        if api_url:
+            return await ApprovalApi(api_url, token).decide(workflow_id, kind, reason)
+        # Without an approval service, the CLI is one: it needs the signing key.
+        return await decide(await connect(), load_config(), token, workflow_id, kind, reason)
 
-    typer.echo(_run(_with_client(go)))
+    try:
+        decision = _run(go())
+    except DecisionError as err:
+        raise _fail(str(err)) from None
+    outcome, by = decision.outcome.value, decision.decided_by
+    typer.echo(f"{outcome} plan {decision.plan_id} of {workflow_id} as {by}")
 
 
 @app.command()

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     task_queue: str = TASK_QUEUE
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Where the CLI finds the approval service; unset, the CLI signs decisions itself.
+    api_url: str | None = None
 
 
 async def connect(settings: Settings | None = None) -> Client:

@@ -1,0 +1,49 @@
+"""The CLI's way to the approval service over HTTP (REMEDIATE_API_URL): the same path as any
+other approver, so the CLI needs only the caller's token, never the signing key."""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import TypeAdapter
+
+from activities.approval_auth import DecisionKind
+from workers.approvals import DecisionError
+from workflows.models import ApprovalDecision, GateView
+
+_GATES = TypeAdapter(list[GateView])
+
+
+class ApprovalApi:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url, self.token = base_url.rstrip("/"), token
+
+    async def _call(self, method: str, path: str, body: object = None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
+            try:
+                response = await http.request(
+                    method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
+                )
+            except httpx.HTTPError as err:
+                message = f"cannot reach {self.base_url}: {type(err).__name__}"
+                raise DecisionError(message, 503) from None
+        if response.status_code >= 400:
+            try:
+                message = str(response.json().get("error", response.text))
+            except ValueError:
+                message = response.text
+            raise DecisionError(message, response.status_code)
+        return response
+
+    async def pending(self) -> list[GateView]:
+        return _GATES.validate_json((await self._call("GET", "/approvals")).content)
+
+    async def decide(self, workflow_id: str, kind: DecisionKind, reason: str) -> ApprovalDecision:
+        gate = next((g for g in await self.pending() if g.workflow_id == workflow_id), None)
+        if gate is None:
+            raise DecisionError(f"{workflow_id} has no gate awaiting a decision", 409)
+        response = await self._call(
+            "POST",
+            f"/approvals/{workflow_id}/{kind}",
+            {"plan_id": gate.plan.plan_id, "reason": reason},
+        )
+        return ApprovalDecision.model_validate_json(response.content)
