@@ -141,6 +141,17 @@ class RouteConfig(_Strict):
     close_gate_on_resolve: bool = True
 
 
+class SafetyLimits(_Strict):
+    """Per target and runbook: how often the engine may act on its own account."""
+
+    cooldown_seconds: int = 600
+    hourly_budget: int = 3
+    # A run that died holding a target's lease frees it after this long.
+    lease_ttl_seconds: int = 1800
+    # Anyone with an identity may pull the kill switch; only this group may release it.
+    resume_group: str = "engineering-leads"
+
+
 class EngineConfig(_Strict):
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     identities: dict[str, Identity] = Field(default_factory=dict)
@@ -149,6 +160,7 @@ class EngineConfig(_Strict):
     notify: NotifyConfig = NotifyConfig()
     intake: IntakeConfig = IntakeConfig()
     routes: list[RouteConfig] = Field(default_factory=list)
+    safety: SafetyLimits = SafetyLimits()
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:

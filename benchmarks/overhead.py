@@ -31,7 +31,7 @@ from temporalio.worker import Worker
 
 from benchmarks.bare_workflow import BareSequenceWorkflow
 from infra.local_postgres import free_port, postgres_server, wait_for_port
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import WORKFLOWS, activities_for
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -151,7 +151,7 @@ async def _run(iterations: int, sessions: int, app_dsn: str) -> None:
             env.client,
             task_queue=queue,
             workflows=[*WORKFLOWS, BareSequenceWorkflow],
-            activities=ACTIVITIES,
+            activities=activities_for(env.client),
         ):
             for kind in ("runbook", "bare"):  # warm-up: imports, connections, sandbox
                 await _measure(env, queue, kind, app_dsn, sessions)

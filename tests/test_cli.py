@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from tests.support import TOKENS, DemoApp, OrdersDatabase, Sessions, eventually, write_config
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import build_worker
 
 CLI = str(Path(sys.executable).parent / "remediate")
 WORKFLOW_ID = "pool_restart-orders-db"
@@ -63,12 +62,7 @@ class Cli:
 async def serving(env: WorkflowEnvironment, cli: Cli) -> AsyncIterator[None]:
     """A worker on the CLI's task queue. The tests share the CLI's deterministic workflow
     id, so none may leave its run behind."""
-    async with Worker(
-        env.client,
-        task_queue=cli.env["REMEDIATE_TASK_QUEUE"],
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
-    ):
+    async with build_worker(env.client, cli.env["REMEDIATE_TASK_QUEUE"]):
         try:
             yield
         finally:
@@ -176,3 +170,14 @@ async def test_bad_input_is_a_clear_error_and_starts_nothing(
     code, out, err = await cli(*args, who=who)
     assert code != 0 and out == ""
     assert message in err
+
+
+async def test_kill_switch_from_the_cli(dev_env: WorkflowEnvironment, cli: Cli) -> None:
+    async with serving(dev_env, cli):
+        code, out, err = await cli("pause", "--reason", "incident review", who="alice")
+        assert code == 0, err
+        assert "paused by alice" in out
+        code, _, err = await cli("resume", who="alice")
+        assert code == 2 and "not in engineering-leads" in err
+        code, out, err = await cli("resume", who="bob")
+        assert code == 0 and "resumed by bob" in out, err

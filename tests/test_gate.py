@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -33,6 +33,7 @@ from activities.postgres import (
     TerminateSessionsInput,
     TerminateSessionsResult,
 )
+from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from tests.support import eventually, mint, wait_for_gate, write_config
 from workflows.models import (
@@ -47,6 +48,7 @@ from workflows.models import (
     RunStatus,
 )
 from workflows.pool_restart import PoolRestartWorkflow
+from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 CONFIG = """
 [targets.orders-db]
@@ -104,7 +106,7 @@ class FakeSystem:
             for pid in self.idle_pids
         ]
 
-    def activities(self) -> list[object]:
+    def activities(self, client: Client) -> list[object]:
         @activity.defn(name="get_connection_usage")
         async def usage(params: TargetInput) -> ConnectionUsage:
             return ConnectionUsage(
@@ -148,15 +150,11 @@ class FakeSystem:
                 raise ApplicationError("webhook answered 503", non_retryable=True)
             return NotifyResult()
 
+        safety = SafetyActivities(client)
         return [
-            usage,
-            idle,
-            terminate,
-            verify,
-            restart,
-            note,
-            describe_target,
-            authenticate_decision,
+            *(usage, idle, terminate, verify, restart, note),
+            *(describe_target, authenticate_decision),
+            *(safety.safety_status, safety.acquire_lease, safety.release_lease),
         ]
 
 
@@ -171,8 +169,11 @@ async def system(
     async with Worker(
         time_skipping_env.client,
         task_queue="gate-tests",
-        workflows=[PoolRestartWorkflow],
-        activities=fake.activities(),  # type: ignore[arg-type]
+        workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
+        # Each test has its own worker on this queue; without a workflow cache no run is
+        # sticky to a worker of an earlier test (the test server would not fall back).
+        max_cached_workflows=0,
+        activities=fake.activities(time_skipping_env.client),  # type: ignore[arg-type]
     ):
         yield fake
 
@@ -484,8 +485,8 @@ async def test_auto_approval_within_policy_and_person_beyond_it(
         async with Worker(
             time_skipping_env.client,
             task_queue=queue,
-            workflows=[PoolRestartWorkflow],
-            activities=fake.activities(),  # type: ignore[arg-type]
+            workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
+            activities=fake.activities(time_skipping_env.client),  # type: ignore[arg-type]
         ):
             handle = await time_skipping_env.client.start_workflow(
                 PoolRestartWorkflow.run,

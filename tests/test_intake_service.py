@@ -21,12 +21,11 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from infra.local_postgres import free_port, wait_for_port
 from tests import payloads
 from tests.support import SIGNING_KEY_ENV, TOKENS, DemoApp, OrdersDatabase, eventually, write_config
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import build_worker
 from workflows.models import RunReport
 from workflows.runbook import RunbookWorkflow
 
@@ -155,7 +154,7 @@ async def service(
     dev_env: WorkflowEnvironment, service_process: tuple[str, str]
 ) -> AsyncIterator[Service]:
     url, queue = service_process
-    async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES):
+    async with build_worker(dev_env.client, queue):
         yield Service(url, dev_env.client)
     for target in TARGETS:
         with contextlib.suppress(RPCError):

@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.mongo import MongoTargetInput, get_mongo_connection_usage
 from infra.local_postgres import docker_available, free_port
 from tests.support import mint, wait_for_gate, write_config
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -135,7 +134,7 @@ async def test_exhausted_mongo_is_remediated_by_a_gated_restart(
     capacity = baseline.current + baseline.available
     configure(tmp_path, mongo_url, hook, (baseline.current + 20) / capacity)
     queue = f"mongo-{uuid.uuid4().hex[:6]}"
-    async with Worker(dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES):
+    async with build_worker(dev_env.client, queue):
         handle = await dev_env.client.start_workflow(
             PoolRestartWorkflow.run,
             RunbookInput(target="widget-mongo", requested_by="alice"),

@@ -18,7 +18,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from tests.support import (
     SIGNING_KEY_ENV,
@@ -30,7 +30,7 @@ from tests.support import (
     wait_for_gate,
     write_config,
 )
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import WORKFLOWS, build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -82,9 +82,7 @@ def configure(
 
 @asynccontextmanager
 async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[None]:
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES
-    ):
+    async with build_worker(env.client, task_queue):
         yield
 
 

@@ -15,13 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.deploy import RestartAppInput, restart_app
 from infra.local_postgres import free_port
 from tests.support import DemoApp, OrdersDatabase, wait_for_gate, write_config
 from tests.support import mint as mint_decision
-from workers.worker import ACTIVITIES, WORKFLOWS
+from workers.worker import build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -92,9 +91,7 @@ async def test_exhaustion_without_stale_sessions_is_fixed_by_a_gated_restart(
         leaked = (await app.post("/debug/leak", params={"connections": 40})).json()
         assert leaked["opened"] == 40
         queue = f"restart-{uuid.uuid4().hex[:6]}"
-        async with Worker(
-            dev_env.client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES
-        ):
+        async with build_worker(dev_env.client, queue):
             handle = await dev_env.client.start_workflow(
                 PoolRestartWorkflow.run,
                 RunbookInput(target="orders-db", requested_by="alice"),

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,10 +22,16 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.approval_auth import AuthenticationFailedError, DecisionKind, identify
 from activities.config import ConfigError, load_config
+from activities.safety import (
+    SAFETY_WORKFLOW_TYPE,
+    PauseRequest,
+    SafetyStatus,
+    safety_workflow_id,
+)
 from workers.api_client import ApprovalApi
 from workers.approvals import DecisionError, decide, pending_gates
 from workers.settings import Settings, connect
@@ -59,6 +66,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except (ConfigError, AuthenticationFailedError) as err:
         raise _fail(str(err)) from None
     except RPCError as err:
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise _fail("no answer within 30 s: is the remediation worker running?") from None
         raise _fail(f"Temporal refused the request: {err.message}") from None
     except RuntimeError as err:
         if "connect" in str(err).lower():
@@ -234,6 +243,43 @@ def list_runs(
         for r in rows
     )
     _emit(rows, as_json, text or "no remediations yet")
+
+
+async def _safety(client: Client, update: str, request: PauseRequest) -> SafetyStatus:
+    task_queue = Settings().task_queue
+    handle = await client.start_workflow(
+        SAFETY_WORKFLOW_TYPE,
+        id=safety_workflow_id(task_queue),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    status: SafetyStatus = await handle.execute_update(
+        update, request, result_type=SafetyStatus, rpc_timeout=timedelta(seconds=30)
+    )
+    return status
+
+
+@app.command()
+def pause(
+    reason: Annotated[str, typer.Option(help="why; shown to every waiting run")],
+    token_file: TokenFile = None,
+) -> None:
+    """Kill switch: no run acts until `remediate resume`; alerts are still taken."""
+    who = identify(load_config(), _token(token_file))
+    _run(_with_client(lambda c: _safety(c, "pause", PauseRequest(by=who, reason=reason))))
+    typer.echo(f"paused by {who}: no remediation will act until `remediate resume`")
+
+
+@app.command()
+def resume(token_file: TokenFile = None) -> None:
+    """Release the kill switch (engineering leads only, by default)."""
+    config = load_config()
+    who = identify(config, _token(token_file))
+    group = config.safety.resume_group
+    if group not in config.identities[who].groups:
+        raise _fail(f"{who} is not in {group}, who may resume remediations")
+    _run(_with_client(lambda c: _safety(c, "resume", PauseRequest(by=who))))
+    typer.echo(f"resumed by {who}")
 
 
 def main() -> None:

@@ -19,11 +19,13 @@ from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
 from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
 from activities.probes import probe_health
+from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from workers.settings import Settings, connect
 from workflows.pool_restart import PoolRestartWorkflow
+from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
-WORKFLOWS: Sequence[type] = (PoolRestartWorkflow,)
+WORKFLOWS: Sequence[type] = (PoolRestartWorkflow, SafetyEnvelopeWorkflow)
 ACTIVITIES: Sequence[Callable[..., Any]] = (
     authenticate_decision,
     describe_target,
@@ -38,8 +40,16 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
 )
 
 
+def activities_for(client: Client) -> list[Callable[..., Any]]:
+    """Every activity, including those that need the worker's Temporal client."""
+    safety = SafetyActivities(client)
+    return [*ACTIVITIES, safety.safety_status, safety.acquire_lease, safety.release_lease]
+
+
 def build_worker(client: Client, task_queue: str) -> Worker:
-    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES)
+    return Worker(
+        client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities_for(client)
+    )
 
 
 async def run(settings: Settings) -> None:

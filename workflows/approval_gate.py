@@ -66,6 +66,8 @@ class ApprovalGate:
         self.run_finished = False
         # Set when the alert that started the run resolves and the route closes gates on it.
         self.resolved_by: str | None = None
+        # Set by the safety envelope (cooldown, budget): no plan passes unattended.
+        self.auto_approval_blocked: str | None = None
 
     # -- the runbook's side ------------------------------------------------------------
 
@@ -138,6 +140,13 @@ class ApprovalGate:
     def _auto_approval_policy(self, plan: Plan) -> str | None:
         policy = self.settings.auto_approve
         if policy is None or plan.action not in policy.actions:
+            return None
+        if self.auto_approval_blocked is not None:
+            self.audit.record(
+                "auto_approval_declined",
+                f"safety envelope: {self.auto_approval_blocked}; a person must approve",
+                policy=policy.name,
+            )
             return None
         impact = plan.expected_impact
         share = impact.share_of_total if impact.share_of_total is not None else 1.0

@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     DIAGNOSING = "Diagnosing"
     PLANNING = "Planning"
     AWAITING_APPROVAL = "AwaitingApproval"
+    WAITING = "WaitingForSafety"
     ACTING = "Acting"
     VERIFYING = "Verifying"
     NO_ACTION_NEEDED = "NoActionNeeded"

@@ -129,7 +129,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 share_of_total=round(share, 4),
             ),
         )
-        decision = await self.gate.request(plan, dry_run=self.params.dry_run)
+        decision = await self.approve_plan(plan)
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Terminating {len(idle.sessions)} idle sessions")
@@ -196,7 +196,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 affected=1,
             ),
         )
-        decision = await self.gate.request(plan, dry_run=self.params.dry_run)
+        decision = await self.approve_plan(plan)
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Restarting the application of {target.target}")

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionRequest
     from activities.checks import CheckSpec, VerifyInput, VerifyResult, verify_until_stable
     from activities.notify import Notification, notify
+    from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
     from workflows.approval_gate import ApprovalGate
     from workflows.audit import AuditTrail
     from workflows.models import (
@@ -47,6 +48,7 @@ class RunbookWorkflow:
         self.report_final: RunReport | None = None
         # The alert that starts a run arrives with it (signal-with-start) and counts as one.
         self.alerts_attached = 0
+        self.lease_held = False
         self.gate = ApprovalGate(
             requested_by=params.requested_by,
             audit=self.audit,
@@ -187,6 +189,60 @@ class RunbookWorkflow:
         )
         return result
 
+    async def approve_plan(self, plan: Plan) -> ApprovalDecision:
+        """The gate, inside the safety envelope: outside the cooldown and budget nothing is
+        auto-approved; once approved, the run waits for the target's lease (one destructive
+        remediation per target) and for the kill switch to be off. An approved plan that
+        cannot get the lease before the gate's abort deadline is not acted on."""
+        if self.params.dry_run:
+            return await self.gate.request(plan, dry_run=True)
+        status = await workflow.execute_activity_method(
+            SafetyActivities.safety_status,
+            SafetyQuery(target=self.params.target, runbook=self.runbook),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=READ_RETRY,
+        )
+        blocked = status.auto_approval_blocked()
+        if blocked is not None and self.gate.settings.auto_approve is not None:
+            self.gate.auto_approval_blocked = blocked
+            await self.notify("safety_limit", "page", f"{blocked}: a lead must approve")
+        decision = await self.gate.request(plan, dry_run=False)
+        if decision.outcome != DecisionOutcome.APPROVED:
+            return decision
+        if await self._acquire_lease(plan):
+            return decision
+        return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
+
+    async def _acquire_lease(self, plan: Plan) -> bool:
+        request = LeaseRequest(
+            target=self.params.target,
+            runbook=self.runbook,
+            holder=workflow.info().workflow_id,
+            plan_id=plan.plan_id,
+        )
+        deadline = workflow.now() + self.gate.settings.abort_after
+        wait, last_reason = timedelta(seconds=2), ""
+        while True:
+            lease = await workflow.execute_activity_method(
+                SafetyActivities.acquire_lease,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=READ_RETRY,
+            )
+            if lease.granted:
+                self.lease_held = True
+                return True
+            if lease.reason != last_reason:
+                self.audit.record("safety_wait", f"approved, not acting yet: {lease.reason}")
+                self.set_status(RunStatus.WAITING, f"Approved; waiting: {lease.reason}")
+                last_reason = lease.reason
+            if workflow.now() + wait > deadline:
+                self.audit.record("safety_abort", f"gave up waiting: {lease.reason}")
+                return False
+            # Coarse, growing timers: a long pause adds a few events an hour, not one a poll.
+            await workflow.sleep(wait)
+            wait = min(wait * 2, timedelta(seconds=60))
+
     async def not_approved(self, outcome: DecisionOutcome, plan: Plan) -> RunReport:
         """End the run after a gate closed without approval: nothing was changed."""
         if outcome == DecisionOutcome.DRY_RUN:
@@ -197,9 +253,11 @@ class RunbookWorkflow:
             return await self.finish(
                 RunStatus.RESOLVED, f"alert resolved before approval: {plan.describe()} not done"
             )
-        await self.notify("gate_timed_out", "page", f"no approval for {plan.describe()}")
+        await self.notify("gate_timed_out", "page", f"not acted on: {plan.describe()}")
         return await self.finish(
-            RunStatus.ABORTED, f"aborted: no decision on plan {plan.plan_id}; nothing changed"
+            RunStatus.ABORTED,
+            f"aborted: plan {plan.plan_id} was not acted on before its deadline (no approval, "
+            "or no safe window); nothing changed",
         )
 
     async def escalate(self, reason: str) -> RunReport:
@@ -208,6 +266,17 @@ class RunbookWorkflow:
         return await self.finish(RunStatus.ESCALATED, reason)
 
     async def finish(self, status: RunStatus, summary: str) -> RunReport:
+        if self.lease_held:
+            try:
+                await workflow.execute_activity_method(
+                    SafetyActivities.release_lease,
+                    LeaseRelease(target=self.params.target, holder=workflow.info().workflow_id),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=READ_RETRY,
+                )
+                self.lease_held = False
+            except ActivityError:
+                self.audit.record("safety_release_failed", "lease not released; it will expire")
         self.set_status(status, summary)
         self.audit.record("finished", summary, status=status.value)
         self.gate.run_finished = True

@@ -1,0 +1,116 @@
+"""The runbooks' way to the safety envelope, a long-lived Temporal workflow that holds, per
+target, who may act now (one destructive remediation at a time across all runbooks), the
+recent actions (cooldown, hourly budget) and the global kill switch. Its state is durable in
+Temporal and survives worker and server restarts.
+
+These activities reach it through the client, by workflow type and update names, so that
+activities never import workflow code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from activities.config import SafetyLimits, load_config
+
+SAFETY_WORKFLOW_TYPE = "SafetyEnvelopeWorkflow"
+
+
+def safety_workflow_id(task_queue: str) -> str:
+    """One envelope per deployment (task queue)."""
+    return f"remediation-safety-{task_queue}"
+
+
+class SafetyQuery(BaseModel):
+    target: str
+    runbook: str
+    limits: SafetyLimits = Field(default_factory=SafetyLimits)
+
+
+class SafetyStatus(BaseModel):
+    paused: bool
+    paused_by: str = ""
+    pause_reason: str = ""
+    holder: str | None = None
+    actions_last_hour: int = 0
+    hourly_budget: int = 0
+    cooldown_until: datetime | None = None
+
+    def auto_approval_blocked(self) -> str | None:
+        if self.actions_last_hour >= self.hourly_budget:
+            return f"hourly budget used ({self.actions_last_hour}/{self.hourly_budget})"
+        if self.cooldown_until is not None:
+            return f"in cooldown until {self.cooldown_until:%H:%M:%S}"
+        return None
+
+
+class LeaseRequest(BaseModel):
+    target: str
+    runbook: str
+    holder: str  # the run's workflow id
+    plan_id: str
+    limits: SafetyLimits = Field(default_factory=SafetyLimits)
+
+
+class LeaseResult(BaseModel):
+    granted: bool
+    reason: str = ""
+
+
+class LeaseRelease(BaseModel):
+    target: str
+    holder: str
+
+
+class PauseRequest(BaseModel):
+    by: str
+    reason: str = ""
+
+
+class SafetyActivities:
+    """Activities that need a Temporal client; the worker constructs this with its own."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def _handle(self) -> str:
+        task_queue = activity.info().task_queue
+        workflow_id = safety_workflow_id(task_queue)
+        await self.client.start_workflow(
+            SAFETY_WORKFLOW_TYPE,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return workflow_id
+
+    @activity.defn
+    async def safety_status(self, query: SafetyQuery) -> SafetyStatus:
+        handle = self.client.get_workflow_handle(await self._handle())
+        query = query.model_copy(update={"limits": _limits()})
+        status: SafetyStatus = await handle.query("status", query, result_type=SafetyStatus)
+        return status
+
+    @activity.defn
+    async def acquire_lease(self, request: LeaseRequest) -> LeaseResult:
+        handle = self.client.get_workflow_handle(await self._handle())
+        request = request.model_copy(update={"limits": _limits()})
+        # Idempotent in the envelope: the same holder asking again keeps its lease.
+        result: LeaseResult = await handle.execute_update(
+            "acquire", request, result_type=LeaseResult
+        )
+        return result
+
+    @activity.defn
+    async def release_lease(self, release: LeaseRelease) -> None:
+        handle = self.client.get_workflow_handle(await self._handle())
+        await handle.execute_update("release", release)
+
+
+def _limits() -> SafetyLimits:
+    return load_config().safety

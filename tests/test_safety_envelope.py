@@ -1,0 +1,132 @@
+"""The safety envelope on the time-skipping test server: kill switch, one destructive
+remediation per target, cooldown and budget that turn auto-approval off."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.safety import PauseRequest, SafetyStatus, safety_workflow_id
+from tests.support import eventually, mint, wait_for_gate, write_config
+from tests.test_gate import AUTO, CONFIG, FakeSystem
+from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.pool_restart import PoolRestartWorkflow
+from workflows.safety_envelope import SafetyEnvelopeWorkflow
+
+Handle = WorkflowHandle[PoolRestartWorkflow, RunReport]
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, system: FakeSystem) -> AsyncIterator[str]:
+    queue = f"safety-{uuid.uuid4().hex[:6]}"
+    system.planning_allowed.set()
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
+        activities=system.activities(env.client),  # type: ignore[arg-type]
+        max_cached_workflows=0,
+    ):
+        yield queue
+
+
+async def start(env: WorkflowEnvironment, queue: str, requested_by: str = "alice") -> Handle:
+    return await env.client.start_workflow(
+        PoolRestartWorkflow.run,
+        RunbookInput(target="orders-db", requested_by=requested_by),
+        id=f"safety-run-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+    )
+
+
+async def envelope(env: WorkflowEnvironment, queue: str, update: str, by: str) -> SafetyStatus:
+    handle = await env.client.start_workflow(
+        "SafetyEnvelopeWorkflow",
+        id=safety_workflow_id(queue),
+        task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    status: SafetyStatus = await handle.execute_update(
+        update, PauseRequest(by=by, reason="incident review"), result_type=SafetyStatus
+    )
+    return status
+
+
+async def status_is(handle: Handle, status: RunStatus) -> bool:
+    return (await handle.query(PoolRestartWorkflow.report)).status == status
+
+
+async def approve(handle: Handle) -> None:
+    gate = await wait_for_gate(handle)
+    await handle.execute_update(
+        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
+    )
+
+
+async def test_kill_switch_holds_approved_runs_until_resumed(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    write_config(tmp_path, CONFIG.format(auto=""))
+    system = FakeSystem()
+    system.verifying_allowed.set()
+    async with running(time_skipping_env, system) as queue:
+        paused = await envelope(time_skipping_env, queue, "pause", "carol")
+        assert paused.paused and paused.paused_by == "carol"
+        handle = await start(time_skipping_env, queue)
+        await approve(handle)
+        await eventually(lambda: status_is(handle, RunStatus.WAITING))
+        assert system.terminated == []
+        await envelope(time_skipping_env, queue, "resume", "bob")
+        report = await handle.result()
+    assert report.status == RunStatus.REMEDIATED
+    waits = [s.summary for s in report.steps if s.kind == "safety_wait"]
+    assert waits == ["approved, not acting yet: paused by carol: incident review"]
+
+
+async def test_one_destructive_remediation_per_target(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    write_config(tmp_path, CONFIG.format(auto=""))
+    system = FakeSystem()
+    async with running(time_skipping_env, system) as queue:
+        first, second = await start(time_skipping_env, queue), await start(time_skipping_env, queue)
+        await approve(first)
+        await eventually(lambda: status_is(first, RunStatus.VERIFYING))
+        await approve(second)
+        await eventually(lambda: status_is(second, RunStatus.WAITING))
+        assert len(system.terminated) == 1  # the second waits while the first verifies
+        system.verifying_allowed.set()
+        assert (await first.result()).status == RunStatus.REMEDIATED
+        report = await second.result()
+    assert report.status == RunStatus.REMEDIATED
+    assert len(system.terminated) == 2
+    [wait] = [s.summary for s in report.steps if s.kind == "safety_wait"]
+    assert f"being remediated by {first.id}" in wait
+
+
+async def test_cooldown_turns_auto_approval_off_and_pages(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    write_config(tmp_path, CONFIG.format(auto=AUTO))
+    system = FakeSystem()
+    system.verifying_allowed.set()
+    async with running(time_skipping_env, system) as queue:
+        first = await (await start(time_skipping_env, queue, "alertmanager")).result()
+        assert first.decisions[0].by_policy == "small-idle-cleanup"
+        second = await start(time_skipping_env, queue, "alertmanager")
+        gate = await wait_for_gate(second)  # the same plan would have passed unattended
+        report = await second.query(PoolRestartWorkflow.report)
+        declined = [s.summary for s in report.steps if s.kind == "auto_approval_declined"]
+        assert declined and "in cooldown until" in declined[0]
+        assert [n.severity for n in system.notes if n.event == "safety_limit"] == ["page"]
+        await second.execute_update(
+            PoolRestartWorkflow.approve, mint("bob", second.id, "approve", gate.plan.plan_id)
+        )
+        assert (await second.result()).status == RunStatus.REMEDIATED
