@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support import TOKENS, DemoApp, OrdersDatabase, Sessions, eventually, write_config
 from workers.worker import build_worker
+from workflows.models import RunReport, RunStatus
 
 CLI = str(Path(sys.executable).parent / "remediate")
 WORKFLOW_ID = "pool_restart-orders-db"
@@ -181,3 +182,30 @@ async def test_kill_switch_from_the_cli(dev_env: WorkflowEnvironment, cli: Cli) 
         assert code == 2 and "not in engineering-leads" in err
         code, out, err = await cli("resume", who="bob")
         assert code == 0 and "resumed by bob" in out, err
+
+
+async def test_manual_start_with_the_temporal_cli_and_the_readme_input(
+    dev_env: WorkflowEnvironment, cli: Cli, sessions: Sessions
+) -> None:
+    """The README's copy-paste input, through `temporal workflow start` (what the UI's
+    Start Workflow sends too)."""
+    stale = sessions.open_idle(30)
+    await asyncio.sleep(1.5)
+    async with serving(dev_env, cli):
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "temporal"),
+            *("workflow", "start", "--address", cli.env["REMEDIATE_TEMPORAL_ADDRESS"]),
+            *("--type", "PoolRestartWorkflow", "--task-queue", cli.env["REMEDIATE_TASK_QUEUE"]),
+            *("--workflow-id", WORKFLOW_ID),
+            *("--input", '{"target": "orders-db", "requested_by": "alice", "dry_run": true}'),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        report: RunReport = await dev_env.client.get_workflow_handle(
+            WORKFLOW_ID, result_type=RunReport
+        ).result()
+    assert report.status == RunStatus.DRY_RUN and report.requested_by == "alice"
+    assert "would terminate_idle_sessions" in report.summary
+    assert sessions.alive(stale) == set(stale)
