@@ -87,8 +87,20 @@ def mint_decision(
     plan_id: str,
     reason: str = "",
 ) -> DecisionRequest:
-    """What the approval service does for an authenticated caller."""
-    approver = identify(config, token)
+    """What the approval service does for a caller who authenticated with a token."""
+    return mint_for(config, identify(config, token), workflow_id, kind, plan_id, reason)
+
+
+def mint_for(
+    config: EngineConfig,
+    approver: str,
+    workflow_id: str,
+    kind: DecisionKind,
+    plan_id: str,
+    reason: str = "",
+) -> DecisionRequest:
+    """Sign a decision for an identity the service has already authenticated (by token, or
+    by a verified Slack request mapped to a configured identity)."""
     request = DecisionRequest(
         plan_id=plan_id, approver=approver, reason=reason, issued_at=datetime.now(UTC)
     )

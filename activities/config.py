@@ -67,6 +67,8 @@ class Identity(_Strict):
 
     token_sha256: str
     groups: list[str] = Field(default_factory=list)
+    # Slack member id (U...) of this person: their button clicks decide as this identity.
+    slack_user_id: str | None = None
 
 
 class ApprovalsConfig(_Strict):
@@ -115,6 +117,8 @@ class RunbooksConfig(_Strict):
 class NotifyConfig(_Strict):
     webhook_url: str | None = None
     webhook_token: SecretRef | None = None
+    # A Slack incoming webhook URL is itself a credential, so it is a reference too.
+    slack_webhook: SecretRef | None = None
 
 
 class IntakeConfig(_Strict):
@@ -125,6 +129,8 @@ class IntakeConfig(_Strict):
     grafana_secrets: list[SecretRef] = Field(default_factory=list)
     pagerduty_secrets: list[SecretRef] = Field(default_factory=list)
     generic_secrets: list[SecretRef] = Field(default_factory=list)
+    # Slack app signing secrets: interaction callbacks (approval buttons) are verified with them.
+    slack_signing_secrets: list[SecretRef] = Field(default_factory=list)
     timestamp_tolerance_seconds: int = 300
 
 

@@ -12,6 +12,7 @@ from temporalio import activity
 
 from activities.config import load_config
 from activities.secrets import resolve_secret
+from activities.slack import gate_message, line_message, post_message
 
 logger = logging.getLogger("remediation.notify")
 
@@ -29,14 +30,23 @@ class Notification(BaseModel):
 class NotifyResult(BaseModel):
     logged: bool = True
     webhook_status: int | None = None
+    slack_status: int | None = None
 
 
 @activity.defn
 async def notify(note: Notification) -> NotifyResult:
     logger.info(json.dumps({"notification": note.model_dump(mode="json")}, sort_keys=True))
     config = load_config().notify
+    result = NotifyResult()
+    if config.slack_webhook is not None:
+        body = (
+            gate_message(note.workflow_id, note.runbook, note.target, note.message, note.details)
+            if note.event == "gate_opened"
+            else line_message(note.severity, note.workflow_id, note.message)
+        )
+        result.slack_status = await post_message(resolve_secret(config.slack_webhook), body)
     if not config.webhook_url:
-        return NotifyResult()
+        return result
     headers = {}
     if config.webhook_token is not None:
         headers["Authorization"] = f"Bearer {resolve_secret(config.webhook_token)}"
@@ -46,4 +56,5 @@ async def notify(note: Notification) -> NotifyResult:
         )
     # A webhook outage must not hide the page: raise so Temporal retries it.
     response.raise_for_status()
-    return NotifyResult(webhook_status=response.status_code)
+    result.webhook_status = response.status_code
+    return result

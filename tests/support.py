@@ -39,11 +39,18 @@ GROUPS = {
 T = TypeVar("T")
 
 
+def slack_id(name: str) -> str:
+    return f"U0{name.upper()}"
+
+
 def identities_toml() -> str:
     blocks = []
     for name, token in TOKENS.items():
         digest = hashlib.sha256(token.encode()).hexdigest()
-        blocks.append(f'[identities.{name}]\ntoken_sha256 = "{digest}"\ngroups = {GROUPS[name]}\n')
+        blocks.append(
+            f'[identities.{name}]\ntoken_sha256 = "{digest}"\ngroups = {GROUPS[name]}\n'
+            f'slack_user_id = "{slack_id(name)}"\n'
+        )
     return "\n".join(blocks)
 
 

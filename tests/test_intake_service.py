@@ -9,12 +9,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -24,7 +27,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.local_postgres import free_port, wait_for_port
 from tests import payloads
-from tests.support import SIGNING_KEY_ENV, TOKENS, DemoApp, OrdersDatabase, eventually, write_config
+from tests.support import (
+    SIGNING_KEY_ENV,
+    TOKENS,
+    DemoApp,
+    OrdersDatabase,
+    eventually,
+    slack_id,
+    write_config,
+)
+from workers.webhook_auth import hmac_sha256_hex
 from workers.worker import build_worker
 from workflows.models import RunReport
 from workflows.runbook import RunbookWorkflow
@@ -36,6 +48,7 @@ SECRETS = {
     "PD_SECRET_TEST": "pd-" + uuid.uuid4().hex,
     "PD_SECRET_NEXT_TEST": "pd-next-" + uuid.uuid4().hex,
     "GENERIC_SECRET_TEST": "gen-" + uuid.uuid4().hex,
+    "SLACK_SIGNING_TEST": "slk-" + uuid.uuid4().hex,
 }
 
 TARGET = """
@@ -51,6 +64,10 @@ alertmanager_tokens = [{{ env = "AM_TOKEN_TEST" }}, {{ env = "AM_TOKEN_NEXT_TEST
 grafana_secrets = [{{ env = "GRAFANA_SECRET_TEST" }}]
 pagerduty_secrets = [{{ env = "PD_SECRET_TEST" }}, {{ env = "PD_SECRET_NEXT_TEST" }}]
 generic_secrets = [{{ env = "GENERIC_SECRET_TEST" }}]
+slack_signing_secrets = [{{ env = "SLACK_SIGNING_TEST" }}]
+
+[notify]
+slack_webhook = {{ env = "SLACK_WEBHOOK_TEST" }}
 
 # Usage threshold 0 and no stale sessions: every run plans an app restart and waits at its
 # gate, so duplicates and resolutions meet a live run.
@@ -118,11 +135,50 @@ class Service:
         return described.status == WorkflowExecutionStatus.RUNNING
 
 
+class FakeSlack(ThreadingHTTPServer):
+    """Slack's side, as documented: the incoming webhook and the interaction response_url."""
+
+    posts: list[tuple[str, dict[str, Any]]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def received(self, path: str) -> list[dict[str, Any]]:
+        return [body for where, body in self.posts if where == path]
+
+
+class _SlackHandler(BaseHTTPRequestHandler):
+    server: FakeSlack
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.posts.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def slack() -> Iterator[FakeSlack]:
+    server = FakeSlack(("127.0.0.1", free_port()), _SlackHandler)
+    server.posts = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["SLACK_WEBHOOK_TEST"] = f"{server.url}/services/T0/B0/xyz"
+    yield server
+    server.shutdown()
+
+
 @pytest.fixture(scope="module")
 def service_process(
     dev_env: WorkflowEnvironment,
     orders_db: OrdersDatabase,
     demo_app: DemoApp,
+    slack: FakeSlack,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, str]]:
     os.environ.update(SECRETS)
@@ -410,3 +466,98 @@ async def test_cli_decides_through_the_service_without_the_signing_key(service: 
         workflow_id, result_type=RunReport
     ).result()
     assert report.status == "Rejected" and report.decisions[0].decided_by == "bob"
+
+
+def slack_click(
+    button: dict[str, Any], user: str, response_url: str
+) -> tuple[bytes, dict[str, str]]:
+    """A block_actions interaction as Slack posts it, signed as Slack signs it."""
+    interaction = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0"},
+        "api_app_id": "A0",
+        "container": {"type": "message", "message_ts": "1700000000.000100"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "type": "button",
+                "action_id": button["action_id"],
+                "block_id": "gate",
+                "value": button["value"],
+                "action_ts": "1700000001.000200",
+            }
+        ],
+    }
+    body = urlencode({"payload": json.dumps(interaction)}).encode()
+    timestamp = str(int(time.time()))
+    signature = hmac_sha256_hex(SECRETS["SLACK_SIGNING_TEST"], f"v0:{timestamp}:".encode() + body)
+    return body, {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": f"v0={signature}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+async def test_slack_buttons_decide_exactly_the_plan_they_showed(
+    service: Service, slack: FakeSlack
+) -> None:
+    secret = SECRETS["GENERIC_SECRET_TEST"]
+    workflow_id = "pool_restart-approvals-db"
+    raw = payloads.encode(payloads.generic("firing", "ApprovalFlow", "slack-1", {}))
+    assert outcomes(await post(service, "generic", raw, payloads.generic_signed(secret, raw))) == [
+        "started"
+    ]
+    await eventually(lambda: gate_open(service, workflow_id))
+
+    async def gate_message() -> dict[str, Any] | None:
+        for body in slack.received("/services/T0/B0/xyz"):
+            if "blocks" in body and workflow_id in json.dumps(body):
+                return body
+        return None
+
+    message = await eventually(gate_message)
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    approve, reject = actions["elements"]
+    response_url = f"{slack.url}/actions/{uuid.uuid4().hex}"
+
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        body, headers = slack_click(approve, slack_id("bob"), response_url)
+        forged = {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
+        assert (
+            await http.post("/slack/interactions", content=body, headers=forged)
+        ).status_code == 401
+        stale = {**headers, "X-Slack-Request-Timestamp": str(int(time.time()) - 3600)}
+        assert (
+            await http.post("/slack/interactions", content=body, headers=stale)
+        ).status_code == 401
+
+        async def answers() -> list[dict[str, Any]]:
+            return slack.received(response_url.removeprefix(slack.url))
+
+        # A member who is not an approver is told so, and nothing is decided.
+        outsider = slack_click(approve, "U0NOBODY", response_url)
+        assert (
+            await http.post("/slack/interactions", content=outsider[0], headers=outsider[1])
+        ).status_code == 200
+        [first] = await eventually(answers)
+        assert (
+            "not a configured approver" in first["text"] and first["response_type"] == "ephemeral"
+        )
+
+        # Bob's click approves; a double click and the stale Reject button change nothing.
+        for click in (approve, approve, reject):
+            body, headers = slack_click(click, slack_id("bob"), response_url)
+            assert (
+                await http.post("/slack/interactions", content=body, headers=headers)
+            ).status_code == 200
+            await asyncio.sleep(1)  # Slack users click, not burst
+
+        async def all_answers() -> list[dict[str, Any]] | None:
+            got = await answers()
+            return got if len(got) >= 4 else None
+
+        replies = (await eventually(all_answers))[1:]
+    assert replies[0]["replace_original"] is True and "approved by bob" in replies[0]["text"]
+    assert all(r["replace_original"] is False and "not applied" in r["text"] for r in replies[1:])
+    report = await service.report(workflow_id)
+    assert [d.decided_by for d in report.decisions] == ["bob"]

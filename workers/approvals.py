@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.approval_auth import DecisionKind, identify, mint_decision
+from activities.approval_auth import DecisionKind, identify, mint_for
 from activities.config import EngineConfig
 from workflows.models import ApprovalDecision, GateView
 from workflows.names import SA_STATUS
@@ -43,7 +43,19 @@ async def decide(
 ) -> ApprovalDecision:
     """`plan_id` is the plan the caller was shown; if the open plan is another, nothing is
     decided (a stale link or button never approves a different plan)."""
-    identify(config, token)  # AuthenticationFailedError before anything else happens
+    approver = identify(config, token)  # AuthenticationFailedError before anything happens
+    return await decide_as(client, config, approver, workflow_id, kind, reason, plan_id)
+
+
+async def decide_as(
+    client: Client,
+    config: EngineConfig,
+    approver: str,
+    workflow_id: str,
+    kind: DecisionKind,
+    reason: str = "",
+    plan_id: str | None = None,
+) -> ApprovalDecision:
     handle = client.get_workflow_handle(workflow_id)
     try:
         gate = await handle.query(RunbookWorkflow.pending_gate)
@@ -58,7 +70,7 @@ async def decide(
             f"plan {plan_id} is no longer the open plan ({gate.plan.plan_id}); review it again",
             409,
         )
-    request = mint_decision(config, token, workflow_id, kind, gate.plan.plan_id, reason)
+    request = mint_for(config, approver, workflow_id, kind, gate.plan.plan_id, reason)
     update = RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject
     try:
         # The update id makes a repeated request (a retry, a double click) one decision.

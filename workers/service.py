@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -38,6 +38,7 @@ from workers.alert_payloads import (
 from workers.approvals import DecisionError, decide, pending_gates
 from workers.dispatch import Dispatched, Outcome, dispatch
 from workers.settings import Settings, connect
+from workers.slack_interactions import InteractionError, handle_click, parse_interaction
 from workers.webhook_auth import (
     any_signature_matches,
     credential_matches,
@@ -301,6 +302,30 @@ async def decide_gate(
         raise HTTPException(status_code=err.status, detail=str(err)) from None
     DECISIONS.labels(kind, decision.outcome.value).inc()
     return decision
+
+
+@app.post("/slack/interactions", responses=RESPONSES)
+async def slack_interactions(
+    request: Request,
+    background: BackgroundTasks,
+    signature: Annotated[str, Header(alias="X-Slack-Signature")] = "",
+    timestamp: Annotated[str, Header(alias="X-Slack-Request-Timestamp")] = "",
+) -> Response:
+    """Slack's interactivity Request URL: the Approve / Reject buttons of gate messages."""
+    config = load_config()
+    secrets = _secrets(config.intake.slack_signing_secrets, "slack")
+    body = await _body(request, "slack")
+    if not timestamp_fresh(timestamp, time.time(), config.intake.timestamp_tolerance_seconds):
+        raise _refuse("slack", "stale", 401, "missing timestamp or outside the window")
+    signed = f"v0:{timestamp}:".encode() + body
+    if not any_signature_matches(secrets, signed, versioned_signatures(signature, "v0")):
+        raise _refuse("slack", "unauthenticated", 401, "missing or wrong signature")
+    try:
+        interaction, value = parse_interaction(body)
+    except InteractionError as err:
+        raise _refuse("slack", "malformed", 422, str(err)) from None
+    background.add_task(handle_click, _client(request), config, interaction, value)
+    return Response(status_code=200)
 
 
 @app.get("/healthz")

@@ -1,0 +1,65 @@
+"""Slack messages for the engine's notifications: a gate becomes a message with the plan and
+Approve / Reject buttons (Block Kit); everything else a plain line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+SEVERITY_ICON = {"info": ":large_blue_circle:", "warning": ":warning:", "page": ":rotating_light:"}
+
+
+def button_value(workflow_id: str, plan_id: str, kind: str) -> str:
+    """What a button carries back: the run, the exact plan shown, and the decision."""
+    return json.dumps({"workflow_id": workflow_id, "plan_id": plan_id, "kind": kind})
+
+
+def gate_message(
+    workflow_id: str, runbook: str, target: str, message: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    plan_id = str(details.get("plan_id", ""))
+    header = f"*{runbook}* on *{target}* needs approval"
+    context = (
+        f"plan `{plan_id}` · requested by {details.get('requested_by', '?')} · `{workflow_id}`"
+    )
+    return {
+        "text": f"{header}: {message}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{header}\n{message}"}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+            {
+                "type": "actions",
+                "block_id": f"gate:{plan_id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": "approve",
+                        "style": "primary",
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "value": button_value(workflow_id, plan_id, "approve"),
+                    },
+                    {
+                        "type": "button",
+                        "action_id": "reject",
+                        "style": "danger",
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "value": button_value(workflow_id, plan_id, "reject"),
+                    },
+                ],
+            },
+        ],
+    }
+
+
+def line_message(severity: str, workflow_id: str, message: str) -> dict[str, Any]:
+    icon = SEVERITY_ICON.get(severity, "")
+    return {"text": f"{icon} {message} (`{workflow_id}`)".strip()}
+
+
+async def post_message(webhook_url: str, body: dict[str, Any]) -> int:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(webhook_url, json=body)
+    response.raise_for_status()
+    return response.status_code
