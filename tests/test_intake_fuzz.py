@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from tests import payloads
 from tests.support import TOKENS
-from tests.test_intake_service import SECRETS, service_process  # noqa: F401 - fixture
+from tests.test_intake_service import SECRETS, service_process, slack  # noqa: F401 - fixtures
 
 SOURCES = ("alertmanager", "grafana", "pagerduty", "generic")
 FUZZ = settings(
