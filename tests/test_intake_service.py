@@ -431,6 +431,7 @@ async def test_approvals_over_http(service: Service) -> None:
         metrics = (await http.get("/metrics")).text
         assert 'remediate_alerts_total{outcome="started",source="generic"}' in metrics
         assert 'remediate_decisions_total{kind="approve",result="approved"} 1.0' in metrics
+        assert 'remediate_runs_finished{status="ResolvedBeforeApproval"}' in metrics
         assert (await http.get("/healthz")).json() == {"status": "ok"}
 
 

@@ -45,7 +45,7 @@ from workers.webhook_auth import (
     timestamp_fresh,
     versioned_signatures,
 )
-from workflows.models import ApprovalDecision, GateView
+from workflows.models import ApprovalDecision, GateView, RunStatus
 
 MAX_BODY_BYTES = 1 << 20
 GRAFANA_SIGNATURE = "X-Grafana-Alerting-Signature"
@@ -56,6 +56,18 @@ REJECTED = Counter("remediate_webhooks_rejected_total", "Webhooks refused", ["so
 RUNS_STARTED = Counter("remediate_runs_started_total", "Runs started by alerts", ["runbook"])
 DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
 GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
+RUN_OUTCOMES = Gauge(
+    "remediate_runs_finished", "Finished remediations by outcome (from Temporal)", ["status"]
+)
+OUTCOMES = (
+    RunStatus.REMEDIATED,
+    RunStatus.ESCALATED,
+    RunStatus.ABORTED,
+    RunStatus.REJECTED,
+    RunStatus.RESOLVED,
+    RunStatus.NO_ACTION_NEEDED,
+    RunStatus.DRY_RUN,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -336,9 +348,16 @@ async def healthz(request: Request) -> dict[str, str]:
 
 @app.get("/metrics")
 async def metrics(request: Request) -> Response:
+    client = _client(request)
     query = "RemediationStatus = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
     with suppress(RPCError):  # metrics still answer when Temporal does not
-        GATES_PENDING.set((await _client(request).count_workflows(query)).count)
+        pending, *finished = await asyncio.gather(
+            client.count_workflows(query),
+            *(client.count_workflows(f"RemediationStatus = '{s.value}'") for s in OUTCOMES),
+        )
+        GATES_PENDING.set(pending.count)
+        for status, count in zip(OUTCOMES, finished, strict=True):
+            RUN_OUTCOMES.labels(status.value).set(count.count)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
