@@ -1,5 +1,6 @@
-"""The baseline of benchmarks/overhead.py: pool_restart's activities, in the same order, in a
-plain workflow with no gate, audit, status or notifications around them."""
+"""The baseline of benchmarks/overhead.py: pool_restart's activities (safety envelope
+included), in the same order, in a plain workflow with no gate, audit trail, search
+attributes, status or notifications around them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         get_connection_usage,
         terminate_sessions,
     )
+    from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
     from activities.targets import DescribeTargetInput, describe_target
 
 TIMEOUT = timedelta(seconds=60)
@@ -41,6 +43,16 @@ class BareSequenceWorkflow:
             FindIdleSessionsInput(target=target, idle_older_than_seconds=1),
             start_to_close_timeout=TIMEOUT,
         )
+        await workflow.execute_activity_method(
+            SafetyActivities.safety_status,
+            SafetyQuery(target=target, runbook="pool_restart"),
+            start_to_close_timeout=TIMEOUT,
+        )
+        await workflow.execute_activity_method(
+            SafetyActivities.acquire_lease,
+            LeaseRequest(target=target, runbook="pool_restart", holder="bare", plan_id="bare"),
+            start_to_close_timeout=TIMEOUT,
+        )
         await workflow.execute_activity(
             terminate_sessions,
             TerminateSessionsInput(
@@ -58,5 +70,10 @@ class BareSequenceWorkflow:
             VerifyInput(checks=checks, required_consecutive=1, interval_seconds=0.2),
             start_to_close_timeout=TIMEOUT,
             heartbeat_timeout=timedelta(seconds=30),
+        )
+        await workflow.execute_activity_method(
+            SafetyActivities.release_lease,
+            LeaseRelease(target=target, holder="bare"),
+            start_to_close_timeout=TIMEOUT,
         )
         return result.passed

@@ -53,6 +53,11 @@ idle_older_than_seconds = 1
 verify_consecutive = 1
 verify_interval_seconds = 0.2
 
+# The benchmark acts on one target hundreds of times an hour, on purpose.
+[safety]
+cooldown_seconds = 0
+hourly_budget = 100000
+
 [runbooks.pool_restart.gate.auto_approve]
 name = "bench"
 actions = ["terminate_idle_sessions"]
