@@ -127,6 +127,9 @@ class IntakeConfig(_Strict):
 
     alertmanager_tokens: list[SecretRef] = Field(default_factory=list)
     grafana_secrets: list[SecretRef] = Field(default_factory=list)
+    # Grafana lets you name both headers; these are its default and our suggestion.
+    grafana_signature_header: str = "X-Grafana-Alerting-Signature"
+    grafana_timestamp_header: str = "X-Grafana-Alerting-Timestamp"
     pagerduty_secrets: list[SecretRef] = Field(default_factory=list)
     generic_secrets: list[SecretRef] = Field(default_factory=list)
     # Slack app signing secrets: interaction callbacks (approval buttons) are verified with them.
