@@ -121,6 +121,24 @@ def _secrets(refs: list[SecretRef], source: str) -> list[str]:
     return [resolve_secret(ref) for ref in refs]
 
 
+def _check_hmac(
+    source: str,
+    refs: list[SecretRef],
+    signed: bytes,
+    signatures: list[str],
+    timestamp: str | None = None,
+) -> None:
+    """The sender's signature over `signed`, under any configured secret; where the sender
+    signs a timestamp (`timestamp` not None), it must also be inside the window."""
+    config = load_config()
+    secrets = _secrets(refs, source)
+    window = config.intake.timestamp_tolerance_seconds
+    if timestamp is not None and not timestamp_fresh(timestamp, time.time(), window):
+        raise _refuse(source, "stale", 401, "missing timestamp or outside the accepted window")
+    if not any_signature_matches(secrets, signed, signatures):
+        raise _refuse(source, "unauthenticated", 401, "missing or wrong signature")
+
+
 def _parse(model: type[T], body: bytes, source: str) -> T:
     try:
         return model.model_validate_json(body)
@@ -195,18 +213,12 @@ async def grafana(request: Request) -> IntakeResult:
     """Grafana webhook contact point with an HMAC-SHA256 signature (hex) in the configured
     header; when a timestamp header is configured, Grafana signs `timestamp:body`, and the
     timestamp must also be recent."""
-    config = load_config()
-    signature = request.headers.get(config.intake.grafana_signature_header, "")
-    timestamp = request.headers.get(config.intake.grafana_timestamp_header, "")
-    secrets = _secrets(config.intake.grafana_secrets, "grafana")
+    intake = load_config().intake
+    signature = request.headers.get(intake.grafana_signature_header, "")
+    timestamp = request.headers.get(intake.grafana_timestamp_header) or None
     body = await _body(request, "grafana")
     signed = f"{timestamp}:".encode() + body if timestamp else body
-    if timestamp and not timestamp_fresh(
-        timestamp, time.time(), config.intake.timestamp_tolerance_seconds
-    ):
-        raise _refuse("grafana", "stale", 401, "timestamp outside the accepted window")
-    if not any_signature_matches(secrets, signed, [signature]):
-        raise _refuse("grafana", "unauthenticated", 401, "missing or wrong signature")
+    _check_hmac("grafana", intake.grafana_secrets, signed, [signature], timestamp)
     payload = _parse(GrafanaPayload, body, "grafana")
     return await _dispatch_all(request, "grafana", from_prometheus_style("grafana", payload))
 
@@ -223,11 +235,9 @@ async def pagerduty(
 ) -> IntakeResult:
     """PagerDuty V3 webhook: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, HMAC-SHA256 of
     the raw body; several signatures while a secret rotates."""
-    config = load_config()
-    secrets = _secrets(config.intake.pagerduty_secrets, "pagerduty")
     body = await _body(request, "pagerduty")
-    if not any_signature_matches(secrets, body, versioned_signatures(signature)):
-        raise _refuse("pagerduty", "unauthenticated", 401, "missing or wrong signature")
+    secrets = load_config().intake.pagerduty_secrets
+    _check_hmac("pagerduty", secrets, body, versioned_signatures(signature))
     payload = _parse(PagerDutyPayload, body, "pagerduty")
     return await _dispatch_all(request, "pagerduty", from_pagerduty(payload))
 
@@ -245,14 +255,10 @@ async def generic(
 ) -> IntakeResult:
     """Our schema (GenericAlert). Sign `{timestamp}.{body}` with HMAC-SHA256 and send
     `X-Remediate-Timestamp: <unix seconds>` and `X-Remediate-Signature: v1=<hex>`."""
-    config = load_config()
-    secrets = _secrets(config.intake.generic_secrets, "generic")
     body = await _body(request, "generic")
-    if not timestamp_fresh(timestamp, time.time(), config.intake.timestamp_tolerance_seconds):
-        raise _refuse("generic", "stale", 401, "missing timestamp or outside the window")
     signed = f"{timestamp}.".encode() + body
-    if not any_signature_matches(secrets, signed, versioned_signatures(signature)):
-        raise _refuse("generic", "unauthenticated", 401, "missing or wrong signature")
+    secrets = load_config().intake.generic_secrets
+    _check_hmac("generic", secrets, signed, versioned_signatures(signature), timestamp)
     payload = _parse(GenericAlert, body, "generic")
     return await _dispatch_all(request, "generic", from_generic(payload))
 
@@ -322,13 +328,10 @@ async def slack_interactions(
 ) -> Response:
     """Slack's interactivity Request URL: the Approve / Reject buttons of gate messages."""
     config = load_config()
-    secrets = _secrets(config.intake.slack_signing_secrets, "slack")
     body = await _body(request, "slack")
-    if not timestamp_fresh(timestamp, time.time(), config.intake.timestamp_tolerance_seconds):
-        raise _refuse("slack", "stale", 401, "missing timestamp or outside the window")
     signed = f"v0:{timestamp}:".encode() + body
-    if not any_signature_matches(secrets, signed, versioned_signatures(signature, "v0")):
-        raise _refuse("slack", "unauthenticated", 401, "missing or wrong signature")
+    signatures = versioned_signatures(signature, "v0")
+    _check_hmac("slack", config.intake.slack_signing_secrets, signed, signatures, timestamp)
     try:
         interaction, value = parse_interaction(body)
     except InteractionError as err:
