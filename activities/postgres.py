@@ -76,7 +76,7 @@ class TerminateSessionsResult(BaseModel):
     skipped_no_longer_idle: list[int] = Field(default_factory=list)
 
 
-async def _connect(target: str) -> psycopg.AsyncConnection[dict[str, Any]]:
+async def connect_target(target: str) -> psycopg.AsyncConnection[dict[str, Any]]:
     config = load_config().target(target)
     if config.kind != "postgres" or config.dsn is None:
         raise ApplicationError(
@@ -109,7 +109,7 @@ def _count(rows: Sequence[dict[str, Any]], key: str) -> dict[str, int]:
 
 @activity.defn
 async def get_connection_usage(params: TargetInput) -> ConnectionUsage:
-    async with await _connect(params.target) as conn:
+    async with await connect_target(params.target) as conn:
         cur = await conn.execute(
             "SELECT current_database() AS db, current_setting('max_connections')::int AS max"
         )
@@ -155,7 +155,7 @@ _ELIGIBLE = """
 
 @activity.defn
 async def find_idle_sessions(params: FindIdleSessionsInput) -> IdleSessions:
-    async with await _connect(params.target) as conn:
+    async with await connect_target(params.target) as conn:
         cur = await conn.execute(
             "SELECT a.pid, a.backend_start, a.usename, a.application_name, a.state,"
             " extract(epoch FROM now() - a.state_change)::float8 AS idle_seconds"
@@ -245,7 +245,7 @@ async def terminate_sessions(params: TerminateSessionsInput) -> TerminateSession
         done = TerminateSessionsResult.model_validate(info.heartbeat_details[0])
     handled = set(done.terminated) | set(done.already_gone) | set(done.skipped_no_longer_idle)
     remaining = [s for s in params.sessions if s.pid not in handled]
-    async with await _connect(params.target) as conn:
+    async with await connect_target(params.target) as conn:
         for start in range(0, len(remaining), max(1, params.batch_size)):
             batch = remaining[start : start + params.batch_size]
             result = await _terminate_batch(conn, batch, params.idle_older_than_seconds)

@@ -18,6 +18,7 @@ from activities.deploy import restart_app
 from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
 from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
+from activities.postgres_read_only import check_writes, set_database_read_only
 from activities.probes import probe_health
 from activities.safety import SafetyActivities
 from activities.targets import describe_target
@@ -28,6 +29,7 @@ from workflows.safety_envelope import SafetyEnvelopeWorkflow
 WORKFLOWS: Sequence[type] = (PoolRestartWorkflow, SafetyEnvelopeWorkflow)
 ACTIVITIES: Sequence[Callable[..., Any]] = (
     authenticate_decision,
+    check_writes,
     describe_target,
     find_idle_sessions,
     get_connection_usage,
@@ -35,6 +37,7 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     notify,
     probe_health,
     restart_app,
+    set_database_read_only,
     terminate_sessions,
     verify_until_stable,
 )
