@@ -7,7 +7,6 @@ this virtualenv, so nothing is downloaded at test time.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,8 +19,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from infra.local_postgres import PostgresServer, free_port, postgres_server, wait_for_port
-from tests.support import DemoApp, OrdersDatabase, Sessions
+from infra.local_postgres import PostgresServer, free_port, postgres_server
+from tests.support import DemoApp, OrdersDatabase, Sessions, server_process
 from workflows.names import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -82,16 +81,9 @@ def demo_app(orders_db: OrdersDatabase) -> Iterator[DemoApp]:
     """The demo app as a real HTTP server in its own process."""
     port, token = free_port(), "admin-" + uuid.uuid4().hex
     env = {**os.environ, "DEMO_DATABASE_URL": orders_db.app_dsn, "DEMO_ADMIN_TOKEN": token}
-    process = subprocess.Popen(
-        [str(BIN / "uvicorn"), "infra.demo_app:app", "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30)
+    command = [str(BIN / "uvicorn"), "infra.demo_app:app", "--port", str(port)]
+    with server_process([*command, "--log-level", "warning"], port, env):
         yield DemoApp(url=f"http://127.0.0.1:{port}", admin_token=token)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 import textwrap
 import threading
 import uuid
@@ -19,6 +20,7 @@ from temporalio.client import WorkflowHandle
 
 from activities.approval_auth import DecisionKind, DecisionRequest, mint_decision
 from activities.config import load_config
+from infra.local_postgres import wait_for_port
 from workflows.models import GateView
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -148,3 +150,22 @@ class Sessions:
     def close(self) -> None:
         for conn in self.connections:
             conn.close()
+
+
+@contextmanager
+def server_process(
+    command: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
+    start_seconds: float = 30,
+) -> Iterator[None]:
+    """A real server in its own process: started, awaited on its port, stopped."""
+    output = subprocess.DEVNULL if quiet else None
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+    try:
+        wait_for_port("127.0.0.1", port, start_seconds)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

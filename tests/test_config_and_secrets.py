@@ -3,7 +3,6 @@ server, a real HTTP endpoint); decisions are checked for signature, identity and
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,8 @@ from activities.approval_auth import (
     sign_decision,
 )
 from activities.config import ConfigError, SecretRef, parse_config
-from infra.local_postgres import free_port, wait_for_port
-from tests.support import identities_toml
+from infra.local_postgres import free_port
+from tests.support import identities_toml, server_process
 
 
 @pytest.mark.parametrize(
@@ -57,17 +56,9 @@ def test_env_secret_missing_names_the_variable_not_a_value() -> None:
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30)
+    moto = str(Path(sys.executable).parent / "moto_server")
+    with server_process([moto, "-H", "127.0.0.1", "-p", str(port)], port, quiet=True):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_secret_arn_resolves_through_secrets_manager(

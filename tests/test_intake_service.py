@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from infra.local_postgres import free_port, wait_for_port
+from infra.local_postgres import free_port
 from tests import payloads
 from tests.support import (
     SIGNING_KEY_ENV,
@@ -33,6 +32,7 @@ from tests.support import (
     DemoApp,
     OrdersDatabase,
     eventually,
+    server_process,
     slack_id,
     write_config,
 )
@@ -187,22 +187,15 @@ def service_process(
     targets = "".join(TARGET.format(name=name, app=demo_app.url) for name in TARGETS)
     config = write_config(tmp_path_factory.mktemp("intake"), targets + CONFIG.format())
     port, queue = free_port(), f"intake-{uuid.uuid4().hex[:6]}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers.service"],
-        env={
-            **os.environ,
-            "REMEDIATE_CONFIG": str(config),
-            "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-            "REMEDIATE_TASK_QUEUE": queue,
-            "REMEDIATE_API_PORT": str(port),
-        },
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30)
+    env = {
+        **os.environ,
+        "REMEDIATE_CONFIG": str(config),
+        "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "REMEDIATE_TASK_QUEUE": queue,
+        "REMEDIATE_API_PORT": str(port),
+    }
+    with server_process([sys.executable, "-m", "workers.service"], port, env):
         yield f"http://127.0.0.1:{port}", queue
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ restart and a Temporal server restart (a dev server persisting to a file, as `ma
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,8 @@ from activities.safety import (
     SafetyStatus,
     safety_workflow_id,
 )
-from infra.local_postgres import free_port, wait_for_port
+from infra.local_postgres import free_port
+from tests.support import server_process
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 QUEUE = "durability"
@@ -31,21 +31,13 @@ QUEUE = "durability"
 
 @contextmanager
 def temporal_server(db: Path, port: int) -> Iterator[str]:
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "temporal"),
-            *("server", "start-dev", "--headless", "--ip", "127.0.0.1"),
-            *("--port", str(port), "--db-filename", str(db), "--log-level", "error"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 60)
+    command = [
+        str(Path(sys.executable).parent / "temporal"),
+        *("server", "start-dev", "--headless", "--ip", "127.0.0.1"),
+        *("--port", str(port), "--db-filename", str(db), "--log-level", "error"),
+    ]
+    with server_process(command, port, quiet=True, start_seconds=60):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def envelope_status(client: Client) -> SafetyStatus:
