@@ -10,7 +10,7 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,12 +48,75 @@ class RestartHook(_Strict):
     timeout_seconds: float = 30.0
 
 
+class VercelDeploy(_Strict):
+    """A Vercel project's production deployments (REST API, bearer token)."""
+
+    provider: Literal["vercel"]
+    project: str  # project id (prj_...) or name
+    team_id: str | None = None
+    token: SecretRef
+    api_url: str = "https://api.vercel.com"
+    timeout_seconds: float = 30.0
+
+
+class RailwayDeploy(_Strict):
+    """A Railway service in one environment (GraphQL API, bearer token)."""
+
+    provider: Literal["railway"]
+    service_id: str
+    environment_id: str
+    token: SecretRef
+    api_url: str = "https://backboard.railway.com/graphql/v2"
+    timeout_seconds: float = 30.0
+
+
+class GenericDeploy(_Strict):
+    """Your own deploy tooling behind four HTTP endpoints (see activities/deploy/generic.py)."""
+
+    provider: Literal["generic"]
+    current_url: str
+    list_url: str
+    rollback_url: str
+    restart_url: str | None = None
+    token: SecretRef | None = None
+    timeout_seconds: float = 30.0
+
+
+DeployConfig = Annotated[
+    VercelDeploy | RailwayDeploy | GenericDeploy, Field(discriminator="provider")
+]
+
+
+class AppFlagConfig(_Strict):
+    """An application's maintenance / read-only switch over HTTP (runbook 004's kill switch).
+
+    `url` answers GET with `{"read_only": bool}` and takes PUT `{"read_only": bool}`;
+    `write_probe_url`, if set, is POSTed to and must be refused (423/503) while read-only.
+    """
+
+    url: str
+    token: SecretRef | None = None
+    write_probe_url: str | None = None
+    read_probe_url: str | None = None
+    timeout_seconds: float = 10.0
+
+
 class TargetConfig(_Strict):
     kind: Literal["postgres", "mongodb", "http"]
     environment: str = "production"
     dsn: SecretRef | None = None
     health_url: str | None = None
+    # More endpoints to probe when deciding "is it really down" and verifying a rollback.
+    probe_urls: list[str] = Field(default_factory=list)
+    # Prometheus-style text or JSON `{"error_rate": 0.01}`; see activities/probes.py.
+    metrics_url: str | None = None
     restart: RestartHook | None = None
+    deploy: DeployConfig | None = None
+    app_flag: AppFlagConfig | None = None
+
+    def all_probe_urls(self) -> list[str]:
+        urls = [self.health_url] if self.health_url else []
+        return urls + [u for u in self.probe_urls if u not in urls]
 
     @model_validator(mode="after")
     def _database_needs_dsn(self) -> TargetConfig:

@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from activities.approval_auth import DecisionRequest, authenticate_decision, sign_decision
 from activities.checks import VerifyInput, VerifyResult
-from activities.deploy import RestartAppInput, RestartAppResult
+from activities.deploy.hook import RestartAppInput, RestartAppResult
 from activities.notify import Notification, NotifyResult
 from activities.postgres import (
     ConnectionUsage,

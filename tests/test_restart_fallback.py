@@ -16,7 +16,7 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.deploy import RestartAppInput, restart_app
+from activities.deploy.hook import RestartAppInput, restart_app
 from infra.local_postgres import free_port
 from tests.support import DemoApp, OrdersDatabase, wait_for_gate, write_config
 from tests.support import mint as mint_decision

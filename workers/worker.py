@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from activities.approval_auth import authenticate_decision
 from activities.checks import verify_until_stable
 from activities.config import load_config
-from activities.deploy import restart_app
+from activities.deploy.hook import restart_app
 from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
 from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput
     from activities.config import PoolRestartConfig
-    from activities.deploy import RestartAppInput, restart_app
+    from activities.deploy.hook import RestartAppInput, restart_app
     from activities.mongo import MongoTargetInput, get_mongo_connection_usage
     from activities.postgres import (
         FindIdleSessionsInput,

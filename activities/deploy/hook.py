@@ -1,4 +1,4 @@
-"""Deploy-side actions over HTTP. For now: the app's configured restart hook."""
+"""The app's own restart hook (`[targets.X.restart]`): a POST with an idempotency key."""
 
 from __future__ import annotations
 
