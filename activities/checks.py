@@ -15,19 +15,43 @@ import httpx
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.app_flag import check_app_writes
 from activities.mongo import MongoTargetInput, get_mongo_connection_usage
 from activities.postgres import TargetInput, get_connection_usage
-from activities.probes import health_url, probe_url
+from activities.postgres_read_only import check_writes
+from activities.probes import health_url, probe_url, read_error_rate
+from activities.read_only_models import ReadOnlyInput
+
+CheckKind = Literal[
+    "pg_usage_below",
+    "mongo_usage_below",
+    "http_healthy",
+    "url_healthy",
+    "error_rate_below",
+    "writes_refused",
+    "writes_accepted",
+]
 
 
 class CheckSpec(BaseModel):
-    kind: Literal["pg_usage_below", "mongo_usage_below", "http_healthy"]
+    kind: CheckKind
     target: str
     threshold: float = 0.0
+    # url_healthy: the URL; writes_*: the read-only mode ("postgres" or "app_flag").
+    url: str = ""
+    mode: str = ""
 
     def describe(self) -> str:
         if self.kind == "http_healthy":
             return f"{self.target} health endpoint answers 200"
+        if self.kind == "url_healthy":
+            return f"{self.url} answers 200"
+        if self.kind == "error_rate_below":
+            return f"{self.target} error rate below {self.threshold:.1%}"
+        if self.kind == "writes_refused":
+            return f"{self.target} refuses writes and serves reads ({self.mode})"
+        if self.kind == "writes_accepted":
+            return f"{self.target} accepts writes ({self.mode})"
         return f"{self.target} connection usage below {self.threshold:.0%}"
 
 
@@ -58,12 +82,34 @@ class VerifyResult(BaseModel):
     last: list[CheckObservation] = Field(default_factory=list)
 
 
+async def _write_check(check: CheckSpec) -> CheckObservation:
+    params = ReadOnlyInput(target=check.target, enabled=check.kind == "writes_refused")
+    if check.mode == "app_flag":
+        result = await check_app_writes(params)
+    else:
+        result = await check_writes(params)
+    wanted_refused = check.kind == "writes_refused"
+    passed = result.writes_refused == wanted_refused and (result.reads_ok or not wanted_refused)
+    observed = f"reads {'ok' if result.reads_ok else 'failing'}, writes " + (
+        "refused" if result.writes_refused else "accepted"
+    )
+    return CheckObservation(check=check.describe(), passed=passed, observed=observed)
+
+
 async def _run_check(client: httpx.AsyncClient, check: CheckSpec) -> CheckObservation:
     try:
-        if check.kind == "http_healthy":
-            probe = await probe_url(client, health_url(check.target))
+        if check.kind in ("http_healthy", "url_healthy"):
+            url = check.url or health_url(check.target)
+            probe = await probe_url(client, url)
             observed = str(probe.status_code or probe.error)
             return CheckObservation(check=check.describe(), passed=probe.healthy, observed=observed)
+        if check.kind == "error_rate_below":
+            rate = await read_error_rate(client, check.target)
+            return CheckObservation(
+                check=check.describe(), passed=rate < check.threshold, observed=f"{rate:.2%}"
+            )
+        if check.kind in ("writes_refused", "writes_accepted"):
+            return await _write_check(check)
         if check.kind == "pg_usage_below":
             usage = (await get_connection_usage(TargetInput(target=check.target))).usage
         else:

@@ -173,8 +173,58 @@ class PoolRestartConfig(_Strict):
     gate: GateConfig = GateConfig()
 
 
+class ReadOnlyConfig(_Strict):
+    """`read_only`: stop writes, hold, then restore them."""
+
+    # How long a hold lasts before the run moves on to the exit gate by itself.
+    hold_ttl: timedelta = timedelta(hours=2)
+    # While holding, remind the channel this often that the target is still read-only.
+    remind_every: timedelta = timedelta(minutes=30)
+    verify_consecutive: int = 2
+    verify_interval_seconds: float = 2.0
+    verify_deadline_seconds: float = 60.0
+    gate: GateConfig = GateConfig()
+
+    @model_validator(mode="after")
+    def _positive_times(self) -> ReadOnlyConfig:
+        if self.hold_ttl.total_seconds() <= 0 or self.remind_every.total_seconds() <= 0:
+            raise ValueError("read_only `hold_ttl` and `remind_every` must be positive")
+        return self
+
+
+class RollbackConfig(_Strict):
+    """`rollback`: is it really down, and what counts as restored."""
+
+    # "Really down": this many probe rounds, `probe_interval_seconds` apart, over every
+    # probe URL of the target; down only if at least `down_rounds` rounds failed, so a
+    # service that flaps once is left alone.
+    probe_rounds: int = 3
+    probe_interval_seconds: float = 2.0
+    down_rounds: int = 2
+    probe_timeout_seconds: float = 5.0
+    # How far back to look for the last known-good production deployment.
+    history_limit: int = 50
+    rollback_deadline_seconds: float = 300.0
+    verify_consecutive: int = 3
+    verify_interval_seconds: float = 2.0
+    verify_deadline_seconds: float = 120.0
+    # Optional: the target's metrics_url must report an error rate below this.
+    max_error_rate: float | None = None
+    # When verification fails after the rollback: promote the original release again.
+    roll_forward_on_failure: bool = False
+    gate: GateConfig = GateConfig()
+
+    @model_validator(mode="after")
+    def _rounds(self) -> RollbackConfig:
+        if not 1 <= self.down_rounds <= self.probe_rounds:
+            raise ValueError("rollback `down_rounds` must be between 1 and `probe_rounds`")
+        return self
+
+
 class RunbooksConfig(_Strict):
     pool_restart: PoolRestartConfig = PoolRestartConfig()
+    read_only: ReadOnlyConfig = ReadOnlyConfig()
+    rollback: RollbackConfig = RollbackConfig()
 
 
 class NotifyConfig(_Strict):

@@ -14,30 +14,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, Field
 from temporalio import activity
 
 from activities.postgres import ENGINE_APPLICATION_NAME, connect_target
-
-
-class ReadOnlyInput(BaseModel):
-    target: str
-    enabled: bool
-
-
-class ReadOnlyResult(BaseModel):
-    database: str
-    was_read_only: bool
-    read_only: bool
-    statements: list[str] = Field(default_factory=list)
-    sessions_ended: list[int] = Field(default_factory=list)
-
-
-class WriteCheck(BaseModel):
-    reads_ok: bool
-    writes_refused: bool
-    detail: str = ""
-
+from activities.read_only_models import ReadOnlyInput, ReadOnlyResult, WriteCheck
 
 SETTING = "default_transaction_read_only"
 
@@ -71,6 +51,32 @@ def statements_for(database: str, enabled: bool) -> list[str]:
 
 
 @activity.defn
+async def pg_read_only_state(params: ReadOnlyInput) -> ReadOnlyResult:
+    """For the plan: the database's current setting, the SQL that would move it to
+    `params.enabled`, and how many client sessions that would end."""
+    async with await connect_target(params.target) as conn:
+        database, current = await _database_setting(conn)
+        cur = await conn.execute(
+            """
+            SELECT count(*) AS n
+            FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+            WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+              AND a.pid <> pg_backend_pid() AND a.application_name <> %(engine)s
+              AND NOT coalesce(r.rolsuper, false) AND NOT coalesce(r.rolreplication, false)
+            """,
+            {"engine": ENGINE_APPLICATION_NAME},
+        )
+        row = await cur.fetchone()
+    return ReadOnlyResult(
+        scope=database,
+        was_read_only=current,
+        read_only=current,
+        statements=statements_for(database, params.enabled),
+        client_sessions=int(row["n"]) if row else 0,
+    )
+
+
+@activity.defn
 async def set_database_read_only(params: ReadOnlyInput) -> ReadOnlyResult:
     # Heartbeat details mark a change this activity made (or was making) on an earlier
     # attempt: a retry then still ends the sessions that predate it.
@@ -101,7 +107,7 @@ async def set_database_read_only(params: ReadOnlyInput) -> ReadOnlyResult:
                 activity.heartbeat({"cutoff": cutoff.isoformat()})
             ended = await _end_sessions_older_than(conn, cutoff)
     return ReadOnlyResult(
-        database=database,
+        scope=database,
         was_read_only=was,
         read_only=params.enabled,
         statements=statements_for(database, params.enabled),

@@ -12,7 +12,14 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.config import ConfigError, GateConfig, PoolRestartConfig, load_config
+from activities.config import (
+    ConfigError,
+    GateConfig,
+    PoolRestartConfig,
+    ReadOnlyConfig,
+    RollbackConfig,
+    load_config,
+)
 
 
 class DescribeTargetInput(BaseModel):
@@ -41,8 +48,18 @@ class TargetDescription(BaseModel):
     environment: str
     has_health_check: bool
     has_restart_hook: bool
+    # The gate of the runbook that asked.
     gate: GateSettings
-    pool_restart: PoolRestartConfig
+    # "vercel", "railway", "generic", or None without a [deploy] section.
+    deploy_provider: str | None = None
+    # Health endpoints probed for "is it down" and rollback verification (URLs, no secrets).
+    probe_urls: list[str] = []
+    has_metrics: bool = False
+    # Read-only modes this target supports: "postgres" (database setting), "app_flag".
+    read_only_modes: list[str] = []
+    pool_restart: PoolRestartConfig = PoolRestartConfig()
+    read_only: ReadOnlyConfig = ReadOnlyConfig()
+    rollback: RollbackConfig = RollbackConfig()
 
 
 def gate_settings(gate: GateConfig, target: str, environment: str) -> GateSettings:
@@ -72,13 +89,35 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
     except ConfigError as err:
         # Bad input (unknown target, broken config) will not fix itself by retrying.
         raise ApplicationError(str(err), type="ConfigError", non_retryable=True) from None
-    runbook = config.runbooks.pool_restart
+    runbooks = config.runbooks
+    gates = {
+        "pool_restart": runbooks.pool_restart.gate,
+        "read_only": runbooks.read_only.gate,
+        "rollback": runbooks.rollback.gate,
+    }
+    if params.runbook not in gates:
+        raise ApplicationError(
+            f"unknown runbook {params.runbook!r} (known: {', '.join(sorted(gates))})",
+            type="ConfigError",
+            non_retryable=True,
+        )
+    modes = (["postgres"] if target.kind == "postgres" else []) + (
+        ["app_flag"] if target.app_flag is not None else []
+    )
+    # Each runbook's own policy travels without its gate: the gate is `gate` above.
+    no_gate = {"gate": GateConfig()}
     return TargetDescription(
         target=params.target,
         kind=target.kind,
         environment=target.environment,
         has_health_check=target.health_url is not None,
         has_restart_hook=target.restart is not None,
-        gate=gate_settings(runbook.gate, params.target, target.environment),
-        pool_restart=runbook.model_copy(update={"gate": GateConfig()}),
+        gate=gate_settings(gates[params.runbook], params.target, target.environment),
+        deploy_provider=target.deploy.provider if target.deploy is not None else None,
+        probe_urls=target.all_probe_urls(),
+        has_metrics=target.metrics_url is not None,
+        read_only_modes=modes,
+        pool_restart=runbooks.pool_restart.model_copy(update=no_gate),
+        read_only=runbooks.read_only.model_copy(update=no_gate),
+        rollback=runbooks.rollback.model_copy(update=no_gate),
     )

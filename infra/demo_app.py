@@ -6,6 +6,13 @@
   storm of lambdas does); the README uses it to exhaust the database.
 - `POST /admin/restart` (bearer token, `Idempotency-Key`) "restarts" the app: closes every
   connection it holds. A key seen before is answered with `already_done` and does nothing.
+- `GET|PUT /admin/maintenance` (bearer token): the read-only flag, `{"read_only": bool}`.
+  While it is on, `POST /orders` and `POST /orders/probe` answer 423.
+- `GET /orders` reads, `POST /orders` writes an order, `POST /orders/probe` tries a write in a
+  transaction it rolls back (the read_only runbook's write probe). A database in read-only
+  mode makes both writes answer 503.
+- `POST /debug/release` (`{"deployment_id", "good"}`) is what the fake deploy platforms call
+  when production switches release: a bad release makes `/health` answer 500.
 
 Run: `uvicorn infra.demo_app:app` with DEMO_DATABASE_URL and DEMO_ADMIN_TOKEN set.
 """
@@ -20,10 +27,12 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 app = FastAPI(title="orders-api (remediation demo target)")
 
 _leaked: list[psycopg.AsyncConnection[Any]] = []
+_state: dict[str, Any] = {"read_only": False, "release": None, "release_good": True}
 _restarts: dict[str, float] = {}
 _started_at = time.time()
 
@@ -32,8 +41,19 @@ def _dsn() -> str:
     return os.environ["DEMO_DATABASE_URL"]
 
 
+def _check_admin(authorization: str) -> None:
+    expected = f"Bearer {os.environ.get('DEMO_ADMIN_TOKEN', '')}"
+    if not os.environ.get("DEMO_ADMIN_TOKEN") or not hmac.compare_digest(authorization, expected):
+        raise HTTPException(status_code=401, detail="a valid admin bearer token is required")
+
+
 @app.get("/health")
 async def health() -> JSONResponse:
+    if not _state["release_good"]:
+        return JSONResponse(
+            {"status": "error", "release": _state["release"], "error": "bad release"},
+            status_code=500,
+        )
     try:
         async with await psycopg.AsyncConnection.connect(
             _dsn(), connect_timeout=3, application_name="orders-api-health"
@@ -68,9 +88,7 @@ async def restart(
     authorization: Annotated[str, Header()] = "",
     idempotency_key: Annotated[str, Header()] = "",
 ) -> dict[str, Any]:
-    expected = f"Bearer {os.environ.get('DEMO_ADMIN_TOKEN', '')}"
-    if not os.environ.get("DEMO_ADMIN_TOKEN") or not hmac.compare_digest(authorization, expected):
-        raise HTTPException(status_code=401, detail="a valid admin bearer token is required")
+    _check_admin(authorization)
     if idempotency_key and idempotency_key in _restarts:
         return {"already_done": True, "restarted_at": _restarts[idempotency_key]}
     closed = len(_leaked)
@@ -80,6 +98,85 @@ async def restart(
     if idempotency_key:
         _restarts[idempotency_key] = now
     return {"already_done": False, "restarted_at": now, "closed_connections": closed}
+
+
+class Flag(BaseModel):
+    read_only: bool
+
+
+class Release(BaseModel):
+    deployment_id: str
+    good: bool = True
+
+
+@app.get("/admin/maintenance")
+async def get_maintenance(authorization: Annotated[str, Header()] = "") -> Flag:
+    _check_admin(authorization)
+    return Flag(read_only=_state["read_only"])
+
+
+@app.put("/admin/maintenance")
+async def put_maintenance(flag: Flag, authorization: Annotated[str, Header()] = "") -> Flag:
+    _check_admin(authorization)
+    _state["read_only"] = flag.read_only
+    return flag
+
+
+@app.post("/debug/release")
+async def release(body: Release) -> dict[str, Any]:
+    _state["release"], _state["release_good"] = body.deployment_id, body.good
+    return dict(_state)
+
+
+async def _write(rollback: bool) -> JSONResponse:
+    if _state["read_only"]:
+        return JSONResponse({"error": "maintenance: read-only"}, status_code=423)
+    try:
+        async with (
+            await psycopg.AsyncConnection.connect(
+                _dsn(), connect_timeout=3, application_name="orders-api"
+            ) as conn,
+            conn.transaction(force_rollback=rollback),
+        ):
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, "
+                "created_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("INSERT INTO orders DEFAULT VALUES RETURNING id")
+            row = await cur.fetchone()
+    except psycopg.errors.ReadOnlySqlTransaction:
+        return JSONResponse({"error": "database is read-only"}, status_code=503)
+    except psycopg.OperationalError as err:
+        return JSONResponse({"error": str(err).strip()[:200]}, status_code=503)
+    return JSONResponse({"id": row[0] if row else None, "rolled_back": rollback}, status_code=201)
+
+
+@app.post("/orders")
+async def create_order() -> JSONResponse:
+    return await _write(rollback=False)
+
+
+@app.post("/orders/probe")
+async def probe_write() -> JSONResponse:
+    return await _write(rollback=True)
+
+
+@app.get("/orders")
+async def list_orders() -> JSONResponse:
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            _dsn(), connect_timeout=3, application_name="orders-api"
+        ) as conn:
+            cur = await conn.execute("SELECT to_regclass('orders') IS NOT NULL")
+            exists = await cur.fetchone()
+            count = 0
+            if exists and exists[0]:
+                cur = await conn.execute("SELECT count(*) FROM orders")
+                row = await cur.fetchone()
+                count = int(row[0]) if row else 0
+    except psycopg.OperationalError as err:
+        return JSONResponse({"error": str(err).strip()[:200]}, status_code=503)
+    return JSONResponse({"orders": count})
 
 
 @app.get("/")

@@ -20,7 +20,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infra.local_postgres import PostgresServer, free_port, postgres_server
-from tests.support import DemoApp, OrdersDatabase, Sessions, server_process
+from tests.support import (
+    DemoApp,
+    OrdersDatabase,
+    Receiver,
+    Sessions,
+    server_process,
+    webhook_receiver,
+)
 from workflows.names import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -91,3 +98,9 @@ def sessions(orders_db: OrdersDatabase) -> Iterator[Sessions]:
     opened = Sessions(orders_db.app_dsn, orders_db.admin_dsn)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    with webhook_receiver() as server:
+        yield server

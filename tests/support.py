@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import textwrap
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +22,7 @@ from temporalio.client import WorkflowHandle
 
 from activities.approval_auth import DecisionKind, DecisionRequest, mint_decision
 from activities.config import load_config
-from infra.local_postgres import wait_for_port
+from infra.local_postgres import free_port, wait_for_port
 from workflows.models import GateView
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -169,3 +171,35 @@ def server_process(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class Receiver(ThreadingHTTPServer):
+    received: list[dict[str, Any]]
+    authorizations: list[str]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append(json.loads(body))
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    """A real HTTP server that records the notifications the engine sends."""
+    server = Receiver(("127.0.0.1", free_port()), _Handler)
+    server.received, server.authorizations = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.postgres_read_only import ReadOnlyInput, check_writes, set_database_read_only
+from activities.postgres_read_only import check_writes, set_database_read_only
+from activities.read_only_models import ReadOnlyInput
 from infra.local_postgres import PostgresServer
 from tests.support import write_config
 

@@ -1,7 +1,8 @@
 """Replay recorded histories: a change that would break running workflows fails the build.
 
 Re-record after an intentional, versioned change with
-`RECORD_HISTORIES=1 pytest tests/test_pool_restart_postgres.py`.
+`RECORD_HISTORIES=1 pytest tests/test_pool_restart_postgres.py tests/test_read_only.py
+tests/test_rollback.py`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.worker import WORKFLOWS
+from workflows.names import RUNBOOK_WORKFLOW_TYPES
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_there_is_a_recorded_history_per_runbook() -> None:
-    assert {p.stem.split("_approved")[0] for p in HISTORIES} >= {"pool_restart"}
+    recorded = {
+        WorkflowHistory.from_json(p.stem, p.read_text())
+        .events[0]
+        .workflow_execution_started_event_attributes.workflow_type.name
+        for p in HISTORIES
+    }
+    assert recorded >= set(RUNBOOK_WORKFLOW_TYPES.values()) - {"RollbackWorkflow"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -3,22 +3,16 @@ restart hook: real dev server, real Postgres, the demo app and a webhook receive
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.deploy.hook import RestartAppInput, restart_app
-from infra.local_postgres import free_port
-from tests.support import DemoApp, OrdersDatabase, wait_for_gate, write_config
+from tests.support import DemoApp, OrdersDatabase, Receiver, wait_for_gate, write_config
 from tests.support import mint as mint_decision
 from workers.worker import build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
@@ -42,35 +36,6 @@ verify_deadline_seconds = 30
 webhook_url = "{webhook}"
 webhook_token = {{ env = "WEBHOOK_TOKEN_RESTART" }}
 """
-
-
-class Receiver(ThreadingHTTPServer):
-    received: list[dict[str, Any]]
-    authorizations: list[str]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append(json.loads(body))
-        self.server.authorizations.append(self.headers.get("Authorization", ""))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[Receiver]:
-    server = Receiver(("127.0.0.1", free_port()), _Handler)
-    server.received, server.authorizations = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.app_flag import app_read_only_state, check_app_writes, set_app_read_only
 from activities.approval_auth import authenticate_decision
 from activities.checks import verify_until_stable
 from activities.config import load_config
@@ -18,25 +19,35 @@ from activities.deploy.hook import restart_app
 from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
 from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
-from activities.postgres_read_only import check_writes, set_database_read_only
-from activities.probes import probe_health
+from activities.postgres_read_only import (
+    check_writes,
+    pg_read_only_state,
+    set_database_read_only,
+)
+from activities.probes import assess_down, probe_health
 from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from workers.settings import Settings, connect
 from workflows.pool_restart import PoolRestartWorkflow
+from workflows.read_only import ReadOnlyWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
-WORKFLOWS: Sequence[type] = (PoolRestartWorkflow, SafetyEnvelopeWorkflow)
+WORKFLOWS: Sequence[type] = (PoolRestartWorkflow, ReadOnlyWorkflow, SafetyEnvelopeWorkflow)
 ACTIVITIES: Sequence[Callable[..., Any]] = (
+    app_read_only_state,
+    assess_down,
     authenticate_decision,
+    check_app_writes,
     check_writes,
     describe_target,
     find_idle_sessions,
     get_connection_usage,
     get_mongo_connection_usage,
     notify,
+    pg_read_only_state,
     probe_health,
     restart_app,
+    set_app_read_only,
     set_database_read_only,
     terminate_sessions,
     verify_until_stable,

@@ -24,6 +24,7 @@ class RunStatus(StrEnum):
     WAITING = "WaitingForSafety"
     ACTING = "Acting"
     VERIFYING = "Verifying"
+    HOLDING = "HoldingReadOnly"
     NO_ACTION_NEEDED = "NoActionNeeded"
     REMEDIATED = "Remediated"
     DRY_RUN = "DryRunComplete"
@@ -31,6 +32,7 @@ class RunStatus(StrEnum):
     RESOLVED = "ResolvedBeforeApproval"
     ABORTED = "Aborted"
     ESCALATED = "Escalated"
+    CANCELLED = "Cancelled"
 
 
 class AlertContext(BaseModel):

@@ -7,8 +7,14 @@ from temporalio.common import SearchAttributeKey
 TASK_QUEUE = "remediation"
 
 POOL_RESTART = "pool_restart"
+READ_ONLY = "read_only"
+ROLLBACK = "rollback"
 
-RUNBOOK_WORKFLOW_TYPES = {POOL_RESTART: "PoolRestartWorkflow"}
+RUNBOOK_WORKFLOW_TYPES = {
+    POOL_RESTART: "PoolRestartWorkflow",
+    READ_ONLY: "ReadOnlyWorkflow",
+    ROLLBACK: "RollbackWorkflow",
+}
 
 SA_RUNBOOK = SearchAttributeKey.for_keyword("RemediationRunbook")
 SA_TARGET = SearchAttributeKey.for_keyword("RemediationTarget")

@@ -265,18 +265,23 @@ class RunbookWorkflow:
         self.audit.record("escalated", reason)
         return await self.finish(RunStatus.ESCALATED, reason)
 
+    async def release_lease(self) -> None:
+        """Let other runbooks act on the target again (finish does this too)."""
+        if not self.lease_held:
+            return
+        try:
+            await workflow.execute_activity_method(
+                SafetyActivities.release_lease,
+                LeaseRelease(target=self.params.target, holder=workflow.info().workflow_id),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=READ_RETRY,
+            )
+            self.lease_held = False
+        except ActivityError:
+            self.audit.record("safety_release_failed", "lease not released; it will expire")
+
     async def finish(self, status: RunStatus, summary: str) -> RunReport:
-        if self.lease_held:
-            try:
-                await workflow.execute_activity_method(
-                    SafetyActivities.release_lease,
-                    LeaseRelease(target=self.params.target, holder=workflow.info().workflow_id),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=READ_RETRY,
-                )
-                self.lease_held = False
-            except ActivityError:
-                self.audit.record("safety_release_failed", "lease not released; it will expire")
+        await self.release_lease()
         self.set_status(status, summary)
         self.audit.record("finished", summary, status=status.value)
         self.gate.run_finished = True
