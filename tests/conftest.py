@@ -7,10 +7,8 @@ this virtualenv, so nothing is downloaded at test time.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,17 +18,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infra.local_postgres import PostgresServer, free_port, postgres_server
+from infra.processes import server_process
 from tests.support import (
+    BIN,
     DemoApp,
     OrdersDatabase,
     Receiver,
     Sessions,
-    server_process,
     webhook_receiver,
 )
 from workflows.names import SEARCH_ATTRIBUTES
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")

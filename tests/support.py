@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
+import sys
 import textwrap
 import threading
 import uuid
@@ -22,10 +22,12 @@ from temporalio.client import WorkflowHandle
 
 from activities.approval_auth import DecisionKind, DecisionRequest, mint_decision
 from activities.config import load_config
-from infra.local_postgres import free_port, wait_for_port
+from infra.local_postgres import free_port
 from workflows.models import GateView
 from workflows.pool_restart import PoolRestartWorkflow
 
+# The virtualenv's bin: uvicorn, temporal and the test server come from packages there.
+BIN = Path(sys.executable).parent
 SIGNING_KEY_ENV = "REMEDIATE_TEST_SIGNING_KEY"
 TOKENS = {
     "alice": "tok-alice-requester",
@@ -152,25 +154,6 @@ class Sessions:
     def close(self) -> None:
         for conn in self.connections:
             conn.close()
-
-
-@contextmanager
-def server_process(
-    command: list[str],
-    port: int,
-    env: dict[str, str] | None = None,
-    quiet: bool = False,
-    start_seconds: float = 30,
-) -> Iterator[None]:
-    """A real server in its own process: started, awaited on its port, stopped."""
-    output = subprocess.DEVNULL if quiet else None
-    process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
-    try:
-        wait_for_port("127.0.0.1", port, start_seconds)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class Receiver(ThreadingHTTPServer):

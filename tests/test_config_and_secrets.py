@@ -20,7 +20,8 @@ from activities.approval_auth import (
 )
 from activities.config import ConfigError, SecretRef, parse_config
 from infra.local_postgres import free_port
-from tests.support import identities_toml, server_process
+from infra.processes import server_process
+from tests.support import identities_toml
 
 
 @pytest.mark.parametrize(

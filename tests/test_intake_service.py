@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from infra.local_postgres import free_port
+from infra.processes import server_process
 from tests import payloads
 from tests.support import (
     SIGNING_KEY_ENV,
@@ -32,7 +33,6 @@ from tests.support import (
     DemoApp,
     OrdersDatabase,
     eventually,
-    server_process,
     slack_id,
     write_config,
 )

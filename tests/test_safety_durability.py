@@ -23,7 +23,7 @@ from activities.safety import (
     safety_workflow_id,
 )
 from infra.local_postgres import free_port
-from tests.support import server_process
+from infra.processes import server_process
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 QUEUE = "durability"
