@@ -11,6 +11,7 @@
 - `GET /orders` reads, `POST /orders` writes an order, `POST /orders/probe` tries a write in a
   transaction it rolls back (the read_only runbook's write probe). A database in read-only
   mode makes both writes answer 503.
+- `GET /metrics`: `error_rate` (Prometheus text), 1.0 while a bad release serves.
 - `POST /debug/release` (`{"deployment_id", "good"}`) is what the fake deploy platforms call
   when production switches release: a bad release makes `/health` answer 500.
 
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import FastAPI, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 app = FastAPI(title="orders-api (remediation demo target)")
@@ -177,6 +178,17 @@ async def list_orders() -> JSONResponse:
     except psycopg.OperationalError as err:
         return JSONResponse({"error": str(err).strip()[:200]}, status_code=503)
     return JSONResponse({"orders": count})
+
+
+@app.get("/metrics")
+async def metrics() -> PlainTextResponse:
+    """Prometheus text: the error rate a rollback's verification reads."""
+    rate = 0.0 if _state["release_good"] else 1.0
+    return PlainTextResponse(
+        "# HELP error_rate Share of requests answered with a 5xx.\n"
+        "# TYPE error_rate gauge\n"
+        f"error_rate {rate}\n"
+    )
 
 
 @app.get("/")

@@ -15,6 +15,7 @@ from activities.app_flag import app_read_only_state, check_app_writes, set_app_r
 from activities.approval_auth import authenticate_decision
 from activities.checks import verify_until_stable
 from activities.config import load_config
+from activities.deploy.activities import find_deployments, restart_service, rollback_deployment
 from activities.deploy.hook import restart_app
 from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
@@ -30,9 +31,15 @@ from activities.targets import describe_target
 from workers.settings import Settings, connect
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.read_only import ReadOnlyWorkflow
+from workflows.rollback import RollbackWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
-WORKFLOWS: Sequence[type] = (PoolRestartWorkflow, ReadOnlyWorkflow, SafetyEnvelopeWorkflow)
+WORKFLOWS: Sequence[type] = (
+    PoolRestartWorkflow,
+    ReadOnlyWorkflow,
+    RollbackWorkflow,
+    SafetyEnvelopeWorkflow,
+)
 ACTIVITIES: Sequence[Callable[..., Any]] = (
     app_read_only_state,
     assess_down,
@@ -40,6 +47,7 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     check_app_writes,
     check_writes,
     describe_target,
+    find_deployments,
     find_idle_sessions,
     get_connection_usage,
     get_mongo_connection_usage,
@@ -47,6 +55,8 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     pg_read_only_state,
     probe_health,
     restart_app,
+    restart_service,
+    rollback_deployment,
     set_app_read_only,
     set_database_read_only,
     terminate_sessions,

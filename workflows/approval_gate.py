@@ -150,8 +150,8 @@ class ApprovalGate:
             return None
         impact = plan.expected_impact
         share = impact.share_of_total if impact.share_of_total is not None else 1.0
-        within = impact.affected <= policy.max_affected and share <= min(
-            policy.max_share, HARD_BLAST_RADIUS
+        within = impact.affected <= policy.max_affected and (
+            impact.whole_target or share <= min(policy.max_share, HARD_BLAST_RADIUS)
         )
         if not within:
             self.audit.record(

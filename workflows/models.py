@@ -74,6 +74,10 @@ class ExpectedImpact(BaseModel):
     affected: int
     share_of_total: float | None = None
     reversible: bool = False
+    # The action replaces the target as a whole (a deployment switch): there is no population
+    # to take a share of, so a policy judges it by `affected` alone; it still has to name the
+    # action. Otherwise an unknown share counts as 100% against the blast-radius limit.
+    whole_target: bool = False
 
 
 class Plan(BaseModel):
@@ -90,8 +94,12 @@ class Plan(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def plan_id(self) -> str:
-        """A hash of everything else: approving a plan id approves exactly this plan."""
-        body = self.model_dump(mode="json", exclude={"plan_id"})
+        """A hash of everything else: approving a plan id approves exactly this plan.
+
+        Fields at their default are left out, so adding a field (with a default) to a plan
+        does not change the id of plans that do not use it: an approval minted for a gate
+        that was open across a deploy of the new worker still matches."""
+        body = self.model_dump(mode="json", exclude={"plan_id"}, exclude_defaults=True)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -164,3 +172,5 @@ class RunReport(BaseModel):
     decisions: list[ApprovalDecision] = Field(default_factory=list)
     started_at: datetime
     finished_at: datetime | None = None
+    # Milestones a runbook marks (e.g. detected, approved, rolled_back, verified).
+    timeline: dict[str, datetime] = Field(default_factory=dict)

@@ -6,7 +6,7 @@ here. Temporal registers the inherited handlers on each subclass.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
@@ -49,6 +49,7 @@ class RunbookWorkflow:
         # The alert that starts a run arrives with it (signal-with-start) and counts as one.
         self.alerts_attached = 0
         self.lease_held = False
+        self.timeline: dict[str, datetime] = {}
         self.gate = ApprovalGate(
             requested_by=params.requested_by,
             audit=self.audit,
@@ -125,6 +126,10 @@ class RunbookWorkflow:
         self.status, self.summary = status, summary
         workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
         workflow.set_current_details(summary)
+
+    def mark(self, milestone: str, at: datetime | None = None) -> None:
+        """A timeline entry for the report (first occurrence wins)."""
+        self.timeline.setdefault(milestone, at or workflow.now())
 
     def start(self) -> None:
         workflow.upsert_search_attributes(
@@ -302,4 +307,5 @@ class RunbookWorkflow:
             decisions=list(self.gate.decisions),
             started_at=workflow.info().start_time,
             finished_at=workflow.now() if finished else None,
+            timeline=dict(self.timeline),
         )

@@ -1,0 +1,258 @@
+"""Runbook: roll production back to the last known-good deployment (runbook 000, "Service
+Down": verify it is really down, then `vercel rollback` / Railway redeploy of the previous one).
+
+1. Really down? Several probe rounds over every probe URL; a healthy or once-flapping
+   service is left alone ("no action needed").
+2. The current and the last known-good release; none: escalate (never guess).
+3. Plan from -> to (ages, commits, URLs); gate.
+4. Roll back; idempotent: if production already serves the target release, nothing is done.
+5. Verify: every probe healthy N times in a row, and the error rate below its limit when the
+   target has a metrics endpoint. Failing: roll forward again if the route or config says
+   so (`roll_forward_on_failure`), then escalate.
+6. The report carries a timeline: triggered, detected, approved, rolled back, verified.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.checks import CheckSpec, VerifyInput
+    from activities.deploy.activities import (
+        DeploymentSituation,
+        FindDeploymentsInput,
+        RollbackInput,
+        RollbackResult,
+        find_deployments,
+        rollback_deployment,
+    )
+    from activities.deploy.models import Deployment
+    from activities.probes import AssessInput, assess_down
+    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from workflows.models import (
+        DecisionOutcome,
+        ExpectedImpact,
+        Plan,
+        RunbookInput,
+        RunReport,
+        RunStatus,
+    )
+    from workflows.names import ROLLBACK
+    from workflows.runbook import READ_RETRY, RunbookWorkflow
+
+# Deploy APIs rate-limit: retries wait the vendor's Retry-After (next_retry_delay) and give
+# up after a bounded total (schedule-to-close), then the run escalates.
+DEPLOY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
+)
+DEPLOY_READ_TOTAL = timedelta(minutes=5)
+TIMEOUT = timedelta(minutes=2)
+
+
+@workflow.defn(name="RollbackWorkflow")
+class RollbackWorkflow(RunbookWorkflow):
+    runbook = ROLLBACK
+
+    @workflow.run
+    async def run(self, params: RunbookInput) -> RunReport:
+        self.start()
+        self.mark("triggered", workflow.info().start_time)
+        try:
+            target = await workflow.execute_activity(
+                describe_target,
+                DescribeTargetInput(runbook=self.runbook, target=params.target),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=READ_RETRY,
+            )
+            self.gate.settings = target.gate
+            if target.deploy_provider is None:
+                return await self.finish(
+                    RunStatus.ABORTED,
+                    f"bad input: target {target.target!r} has no [deploy] provider to roll back",
+                )
+            return await self._rollback(target)
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
+                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            return await self.escalate(f"rollback step failed: {message}")
+
+    async def _rollback(self, target: TargetDescription) -> RunReport:
+        config = target.rollback
+        assessment = await workflow.execute_activity(
+            assess_down,
+            AssessInput(
+                target=target.target,
+                rounds=config.probe_rounds,
+                interval_seconds=config.probe_interval_seconds,
+                down_rounds=config.down_rounds,
+                timeout_seconds=config.probe_timeout_seconds,
+            ),
+            start_to_close_timeout=timedelta(
+                seconds=config.probe_rounds
+                * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
+                + 30
+            ),
+            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "diagnosis", assessment.describe(), assessment=assessment.model_dump(mode="json")
+        )
+        if not assessment.down:
+            return await self.finish(
+                RunStatus.NO_ACTION_NEEDED,
+                f"no action needed: {target.target} is not down ({assessment.describe()})",
+            )
+        self.mark("detected")
+        self.set_status(RunStatus.PLANNING, f"{target.target} is down; finding a good release")
+        situation = await self._find(target)
+        last_good = situation.last_good
+        if last_good is None:
+            skipped = ", ".join(situation.skipped) or "none"
+            return await self.escalate(
+                f"{target.target} is down and there is no known-good release before "
+                f"{situation.current.describe()} among the last {situation.examined} "
+                f"(passed over: {skipped}); not guessing"
+            )
+        plan = self._plan(target, situation, last_good)
+        decision = await self.approve_plan(plan)
+        if decision.outcome != DecisionOutcome.APPROVED:
+            return await self.not_approved(decision.outcome, plan)
+        self.mark("approved")
+        self.set_status(RunStatus.ACTING, f"Rolling {target.target} back to {last_good.id}")
+        result = await self._switch(target, last_good, plan.plan_id, "rollback")
+        self.audit.record(
+            "action",
+            f"production already served {last_good.id}; nothing done"
+            if result.already_current
+            else f"rolled back to {last_good.describe()} in {result.elapsed_seconds:.1f}s",
+            result=result.model_dump(mode="json"),
+        )
+        self.mark("rolled_back")
+        verified = await self.verify(self._checks(target), self._verify_settings(target))
+        if verified.passed:
+            self.mark("verified")
+            return await self.finish(
+                RunStatus.REMEDIATED,
+                f"remediated: {target.target} rolled back from {situation.current.id} to "
+                f"{last_good.id}; healthy {verified.consecutive} checks in a row",
+            )
+        failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
+        if self._roll_forward(target):
+            await self._switch(target, situation.current, plan.plan_id, "roll-forward")
+            self.audit.record(
+                "compensation", f"rolled forward to {situation.current.describe()} again"
+            )
+            return await self.escalate(
+                f"{target.target} still unhealthy after rolling back to {last_good.id} "
+                f"({failing}); rolled forward to {situation.current.id} again"
+            )
+        return await self.escalate(
+            f"{target.target} still unhealthy after rolling back to {last_good.id} "
+            f"({failing}); production left on {last_good.id}"
+        )
+
+    async def _find(self, target: TargetDescription) -> DeploymentSituation:
+        situation = await workflow.execute_activity(
+            find_deployments,
+            FindDeploymentsInput(target=target.target, history_limit=target.rollback.history_limit),
+            start_to_close_timeout=TIMEOUT,
+            schedule_to_close_timeout=DEPLOY_READ_TOTAL,
+            retry_policy=DEPLOY_RETRY,
+        )
+        self.audit.record(
+            "diagnosis",
+            f"{situation.provider}: production serves {situation.current.describe()}; "
+            + (
+                f"last known good {situation.last_good.describe()}"
+                if situation.last_good
+                else "no known-good release before it"
+            ),
+            situation=situation.model_dump(mode="json"),
+        )
+        return situation
+
+    async def _switch(
+        self, target: TargetDescription, to: Deployment, plan_id: str, purpose: str
+    ) -> RollbackResult:
+        info = workflow.info()
+        deadline = target.rollback.rollback_deadline_seconds
+        return await workflow.execute_activity(
+            rollback_deployment,
+            RollbackInput(
+                target=target.target,
+                to=to,
+                idempotency_key=f"{info.workflow_id}/{info.run_id}/{plan_id}/{purpose}",
+                deadline_seconds=deadline,
+            ),
+            start_to_close_timeout=timedelta(seconds=deadline + 60),
+            schedule_to_close_timeout=timedelta(seconds=deadline) + DEPLOY_READ_TOTAL,
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=DEPLOY_RETRY,
+        )
+
+    def _plan(
+        self, target: TargetDescription, situation: DeploymentSituation, to: Deployment
+    ) -> Plan:
+        now = workflow.now()
+        current = situation.current
+
+        def age(d: Deployment) -> str:
+            return f"{(now - d.created_at).total_seconds() / 3600:.1f} h old"
+
+        return Plan(
+            runbook=self.runbook,
+            action="rollback_deployment",
+            target=target.target,
+            parameters={
+                "provider": situation.provider,
+                "from": current.model_dump(mode="json"),
+                "to": to.model_dump(mode="json"),
+                "passed_over": situation.skipped,
+                "roll_forward_on_failure": self._roll_forward(target),
+            },
+            expected_impact=ExpectedImpact(
+                summary=f"production {current.describe()} ({age(current)}) -> "
+                f"{to.describe()} ({age(to)})"
+                + (
+                    f"; passes over {len(situation.skipped)} bad releases"
+                    if situation.skipped
+                    else ""
+                ),
+                affected=1,
+                reversible=True,
+                whole_target=True,
+            ),
+        )
+
+    def _roll_forward(self, target: TargetDescription) -> bool:
+        wanted = self.params.parameters.get("roll_forward_on_failure")
+        if wanted is None:
+            return target.rollback.roll_forward_on_failure
+        return wanted.lower() in ("1", "true", "yes")
+
+    @staticmethod
+    def _checks(target: TargetDescription) -> list[CheckSpec]:
+        checks = [
+            CheckSpec(kind="url_healthy", target=target.target, url=u) for u in target.probe_urls
+        ]
+        limit = target.rollback.max_error_rate
+        if limit is not None and target.has_metrics:
+            checks.append(CheckSpec(kind="error_rate_below", target=target.target, threshold=limit))
+        return checks
+
+    @staticmethod
+    def _verify_settings(target: TargetDescription) -> VerifyInput:
+        config = target.rollback
+        return VerifyInput(
+            checks=[],
+            required_consecutive=config.verify_consecutive,
+            interval_seconds=config.verify_interval_seconds,
+            deadline_seconds=config.verify_deadline_seconds,
+        )
