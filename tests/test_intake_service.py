@@ -428,6 +428,16 @@ async def test_approvals_over_http(service: Service) -> None:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
 
 
+async def test_end_hold_over_http_needs_a_token_and_a_holding_run(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        path = "/runs/read_only-nowhere/end-hold"
+        refused = await http.post(path, json={}, headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 401
+        bob = {"Authorization": f"Bearer {TOKENS['bob']}"}
+        missing = await http.post(path, json={"reason": "x"}, headers=bob)
+        assert missing.status_code == 404 and "no remediation" in missing.json()["error"]
+
+
 async def test_cli_decides_through_the_service_without_the_signing_key(service: Service) -> None:
     secret = SECRETS["GENERIC_SECRET_TEST"]
     workflow_id = "pool_restart-approvals-db"

@@ -23,8 +23,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.approval_auth import AuthenticationFailedError
+from activities.config import load_config
 from infra.local_postgres import PostgresServer
-from tests.support import DemoApp, Receiver, eventually, mint, write_config
+from tests.support import TOKENS, DemoApp, Receiver, eventually, mint, write_config
+from workers.approvals import end_hold
 from workers.worker import WORKFLOWS, build_worker
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
 from workflows.read_only import EndHold, ReadOnlyWorkflow
@@ -148,15 +151,18 @@ async def test_postgres_read_only_holds_across_a_worker_restart_and_exits_by_gat
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(ReadOnlyWorkflow.end_hold, EndHold(requested_by=""))
         assert "say who" in str(refused.value.cause)
-        await handle.execute_update(
-            ReadOnlyWorkflow.end_hold, EndHold(requested_by="alice", reason="restore done")
-        )
+        # What `remediate end-hold` and POST /runs/{id}/end-hold do: as the token's identity.
+        with pytest.raises(AuthenticationFailedError):
+            await end_hold(dev_env.client, load_config(), "not-a-token", handle.id)
+        said = await end_hold(dev_env.client, load_config(), TOKENS["alice"], handle.id, "done")
+        assert "waits for approval" in said
         await approve(handle, "carol", "exit_read_only")
         report = await handle.result()
     assert report.status == RunStatus.REMEDIATED, report.summary
     insert(inventory)
     kinds = [s.kind for s in report.steps]
     assert kinds.index("holding") < kinds.index("hold_ended") < kinds.index("finished")
+    assert [s.actor for s in report.steps if s.kind == "hold_ended"] == ["alice"]
     history = await handle.fetch_history()
     assert os.environ["INVENTORY_DSN_TEST"] not in json.dumps(history.to_json_dict())
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(

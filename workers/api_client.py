@@ -47,3 +47,7 @@ class ApprovalApi:
             {"plan_id": gate.plan.plan_id, "reason": reason},
         )
         return ApprovalDecision.model_validate_json(response.content)
+
+    async def end_hold(self, workflow_id: str, reason: str) -> str:
+        response = await self._call("POST", f"/runs/{workflow_id}/end-hold", {"reason": reason})
+        return str(response.json()["result"])

@@ -10,6 +10,7 @@ from activities.approval_auth import DecisionKind, identify, mint_for
 from activities.config import EngineConfig
 from workflows.models import ApprovalDecision, GateView
 from workflows.names import SA_STATUS
+from workflows.read_only import EndHold, ReadOnlyWorkflow
 from workflows.runbook import RunbookWorkflow
 
 
@@ -79,3 +80,22 @@ async def decide_as(
         )
     except WorkflowUpdateFailedError as err:
         raise DecisionError(str(err.cause), 403) from None
+
+
+async def end_hold(
+    client: Client, config: EngineConfig, token: str, workflow_id: str, reason: str = ""
+) -> str:
+    """End a read-only hold early, as the caller's identity. Not a decision to restore
+    writes: the run's exit plan then waits at its gate like any other."""
+    caller = identify(config, token)  # AuthenticationFailedError before anything happens
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update(
+            ReadOnlyWorkflow.end_hold, EndHold(requested_by=caller, reason=reason)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
+        raise
+    except WorkflowUpdateFailedError as err:
+        raise DecisionError(f"{workflow_id}: {err.cause}", 409) from None

@@ -33,7 +33,7 @@ from activities.safety import (
     safety_workflow_id,
 )
 from workers.api_client import ApprovalApi
-from workers.approvals import DecisionError, decide, pending_gates
+from workers.approvals import DecisionError, decide, end_hold, pending_gates
 from workers.settings import Settings, connect
 from workflows.models import ApprovalDecision, RunbookInput, RunReport, RunStatus
 from workflows.names import (
@@ -192,6 +192,27 @@ def reject(
 ) -> None:
     """Reject the open gate of WORKFLOW_ID; the runbook aborts safely."""
     _decide(workflow_id, "reject", reason, token_file)
+
+
+@app.command(name="end-hold")
+def end_hold_command(
+    workflow_id: str,
+    reason: Annotated[str, typer.Option(help="recorded in the audit trail")] = "",
+    token_file: TokenFile = None,
+) -> None:
+    """End the read-only hold of WORKFLOW_ID early; its exit plan then waits for approval."""
+    token = _token(token_file)
+    api_url = Settings().api_url
+
+    async def go() -> str:
+        if api_url:
+            return await ApprovalApi(api_url, token).end_hold(workflow_id, reason)
+        return await end_hold(await connect(), load_config(), token, workflow_id, reason)
+
+    try:
+        typer.echo(_run(go()))
+    except DecisionError as err:
+        raise _fail(str(err)) from None
 
 
 @app.command()

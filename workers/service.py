@@ -35,7 +35,7 @@ from workers.alert_payloads import (
     from_pagerduty,
     from_prometheus_style,
 )
-from workers.approvals import DecisionError, decide, pending_gates
+from workers.approvals import DecisionError, decide, end_hold, pending_gates
 from workers.dispatch import Dispatched, Outcome, dispatch
 from workers.settings import Settings, connect
 from workers.slack_interactions import InteractionError, handle_click, parse_interaction
@@ -317,6 +317,31 @@ async def decide_gate(
         raise HTTPException(status_code=err.status, detail=str(err)) from None
     DECISIONS.labels(kind, decision.outcome.value).inc()
     return decision
+
+
+class EndHoldBody(BaseModel):
+    reason: str = Field(default="", max_length=2000)
+
+
+@app.post(
+    "/runs/{workflow_id}/end-hold",
+    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def end_read_only_hold(
+    request: Request,
+    workflow_id: str,
+    body: EndHoldBody,
+    authorization: Annotated[str, Header()] = "",
+) -> dict[str, str]:
+    """End a read-only run's hold early; its exit plan then waits for approval at the gate."""
+    token = _caller(authorization)
+    try:
+        result = await end_hold(_client(request), load_config(), token, workflow_id, body.reason)
+    except AuthenticationFailedError as err:
+        raise HTTPException(status_code=401, detail=str(err)) from None
+    except DecisionError as err:
+        raise HTTPException(status_code=err.status, detail=str(err)) from None
+    return {"result": result}
 
 
 @app.post("/slack/interactions", responses=RESPONSES)
