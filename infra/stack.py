@@ -2,12 +2,14 @@
 
 Starts a Temporal dev server (state in .stack/temporal.db, UI on :8233, search attributes
 registered), a Postgres for the demo target (data in .stack/postgres), the AWS emulator
-(moto, :5000), the demo app (:8088) and the worker. Writes .stack/demo.env with what the CLI
+(moto, :5000), the demo app (:8088), a local Vercel fake as the demo's deploy platform
+(:8090, three good releases of `web`) and the worker. Writes .stack/demo.env with what the CLI
 needs (`source .stack/demo.env`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -20,6 +22,7 @@ from types import FrameType
 
 import psycopg
 
+from infra.demo_release import VERCEL_PORT, ship
 from infra.local_postgres import LocalCluster, wait_for_port
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -35,11 +38,12 @@ DEMO_SECRETS = (
     "GRAFANA_WEBHOOK_SECRET",
     "PAGERDUTY_WEBHOOK_SECRET",
     "GENERIC_WEBHOOK_SECRET",
+    "VERCEL_TOKEN",
 )
 APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
 
 
-def _secrets() -> dict[str, str]:
+def demo_secrets() -> dict[str, str]:
     """Per-machine demo secrets, generated once and kept in .stack/secrets."""
     path = STATE / "secrets"
     values = {}
@@ -76,7 +80,7 @@ class Stack:
         self.processes.append((name, process))
 
     def start(self) -> None:
-        values = _secrets()
+        values = demo_secrets()
         temporal = [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1"]
         temporal += ["--port", str(TEMPORAL_PORT), "--ui-port", str(UI_PORT)]
         temporal += ["--db-filename", str(STATE / "temporal.db"), "--log-level", "warn"]
@@ -105,8 +109,12 @@ class Stack:
             ],
             {"DEMO_DATABASE_URL": app_dsn, "DEMO_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"]},
         )
+        vercel = [sys.executable, "-m", "infra.fakes.vercel", "--port", str(VERCEL_PORT)]
+        self.spawn("vercel", vercel)
         wait_for_port("127.0.0.1", TEMPORAL_PORT, 60)
         wait_for_port("127.0.0.1", APP_PORT, 30)
+        wait_for_port("127.0.0.1", VERCEL_PORT, 30)
+        asyncio.run(ship(values["VERCEL_TOKEN"], broken=False))
         worker_env = {
             "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
             "ORDERS_DB_DSN": orders_dsn,
@@ -136,7 +144,7 @@ class Stack:
             f"stack up: Temporal UI http://127.0.0.1:{UI_PORT}  intake/approvals "
             f"http://127.0.0.1:{API_PORT}  demo app "
             f"http://127.0.0.1:{APP_PORT}/health  Postgres 127.0.0.1:{PG_PORT}  "
-            f"AWS emulator http://127.0.0.1:{MOTO_PORT}\n"
+            f"AWS emulator http://127.0.0.1:{MOTO_PORT}  Vercel fake http://127.0.0.1:{VERCEL_PORT}\n"
             f"logs in {STATE / 'logs'}; in another shell: source .stack/demo.env  (Ctrl-C stops)",
             flush=True,
         )
