@@ -101,6 +101,24 @@ class AppFlagConfig(_Strict):
     timeout_seconds: float = 10.0
 
 
+class BackupsConfig(_Strict):
+    """Where a database target's backups live in S3 (runbook 000 "Restore from Backup").
+
+    A backup is a `pg_dump -Fc` object under `prefix` whose name ends in `.dump`, with its
+    SHA-256 in a manifest beside it (`<key>.json`: `{"sha256", "taken_at", "row_counts"}`, as
+    the engine's own snapshots write it) or in the object's `sha256` metadata. The safety
+    snapshot taken before a restore goes under `snapshot_prefix`.
+    """
+
+    bucket: str
+    prefix: str = ""
+    snapshot_prefix: str | None = None
+    region: str | None = None
+
+    def snapshots(self) -> str:
+        return self.snapshot_prefix if self.snapshot_prefix is not None else f"{self.prefix}safety/"
+
+
 class TargetConfig(_Strict):
     kind: Literal["postgres", "mongodb", "http"]
     environment: str = "production"
@@ -113,6 +131,7 @@ class TargetConfig(_Strict):
     restart: RestartHook | None = None
     deploy: DeployConfig | None = None
     app_flag: AppFlagConfig | None = None
+    backups: BackupsConfig | None = None
 
     def all_probe_urls(self) -> list[str]:
         urls = [self.health_url] if self.health_url else []
@@ -221,8 +240,38 @@ class RollbackConfig(_Strict):
         return self
 
 
+class SanityQuery(_Strict):
+    """A query that returns one number; a restored database must satisfy its bounds."""
+
+    name: str
+    sql: str
+    min: float | None = None
+    max: float | None = None
+
+
+class BackupRestoreConfig(_Strict):
+    """`backup_restore`: what a restored database must show before and after the switch."""
+
+    sanity_queries: list[SanityQuery] = Field(default_factory=list)
+    # Where backups are downloaded and checked (kept per checksum, so a retry reuses it).
+    work_dir: str | None = None
+    # pg_dump / pg_restore; default: $PG_BIN or /usr/lib/postgresql/15/bin.
+    pg_bin: str | None = None
+    restore_jobs: int = 2
+    # After a verified switch, drop the database the restore replaced (the safety snapshot
+    # in S3 still holds it); false keeps it, renamed, for a person to drop.
+    drop_previous_after_verify: bool = True
+    # A worker that dies mid-step is noticed after this long; the step then resumes elsewhere.
+    heartbeat_timeout_seconds: float = 60.0
+    verify_consecutive: int = 2
+    verify_interval_seconds: float = 2.0
+    verify_deadline_seconds: float = 120.0
+    gate: GateConfig = GateConfig()
+
+
 class RunbooksConfig(_Strict):
     pool_restart: PoolRestartConfig = PoolRestartConfig()
+    backup_restore: BackupRestoreConfig = BackupRestoreConfig()
     read_only: ReadOnlyConfig = ReadOnlyConfig()
     rollback: RollbackConfig = RollbackConfig()
 

@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.config import (
+    BackupRestoreConfig,
     ConfigError,
     GateConfig,
     PoolRestartConfig,
@@ -60,6 +61,10 @@ class TargetDescription(BaseModel):
     pool_restart: PoolRestartConfig = PoolRestartConfig()
     read_only: ReadOnlyConfig = ReadOnlyConfig()
     rollback: RollbackConfig = RollbackConfig()
+    backup_restore: BackupRestoreConfig = BackupRestoreConfig()
+    # `s3://bucket/prefix` of the target's backups, or None without a [backups] section.
+    backups_at: str | None = None
+    snapshots_at: str | None = None
 
 
 def gate_settings(gate: GateConfig, target: str, environment: str) -> GateSettings:
@@ -94,6 +99,7 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         "pool_restart": runbooks.pool_restart.gate,
         "read_only": runbooks.read_only.gate,
         "rollback": runbooks.rollback.gate,
+        "backup_restore": runbooks.backup_restore.gate,
     }
     if params.runbook not in gates:
         raise ApplicationError(
@@ -104,6 +110,7 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
     modes = (["postgres"] if target.kind == "postgres" else []) + (
         ["app_flag"] if target.app_flag is not None else []
     )
+    backups = target.backups
     # Each runbook's own policy travels without its gate: the gate is `gate` above.
     no_gate = {"gate": GateConfig()}
     return TargetDescription(
@@ -120,4 +127,7 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         pool_restart=runbooks.pool_restart.model_copy(update=no_gate),
         read_only=runbooks.read_only.model_copy(update=no_gate),
         rollback=runbooks.rollback.model_copy(update=no_gate),
+        backup_restore=runbooks.backup_restore.model_copy(update=no_gate),
+        backups_at=f"s3://{backups.bucket}/{backups.prefix}" if backups else None,
+        snapshots_at=f"s3://{backups.bucket}/{backups.snapshots()}" if backups else None,
     )

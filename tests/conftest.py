@@ -62,6 +62,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server: S3 and Secrets Manager as real HTTP endpoints."""
+    port = free_port()
+    with server_process(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, quiet=True
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     with postgres_server(max_connections=100) as server:
         yield server

@@ -3,10 +3,7 @@ server, a real HTTP endpoint); decisions are checked for signature, identity and
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import boto3
 import pytest
@@ -19,8 +16,6 @@ from activities.approval_auth import (
     sign_decision,
 )
 from activities.config import ConfigError, SecretRef, parse_config
-from infra.local_postgres import free_port
-from infra.processes import server_process
 from tests.support import identities_toml
 
 
@@ -52,14 +47,6 @@ def test_unknown_target_names_the_known_ones() -> None:
 def test_env_secret_missing_names_the_variable_not_a_value() -> None:
     with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE is not set"):
         secrets.resolve_secret(SecretRef(env="NOT_SET_ANYWHERE"))
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    moto = str(Path(sys.executable).parent / "moto_server")
-    with server_process([moto, "-H", "127.0.0.1", "-p", str(port)], port, quiet=True):
-        yield f"http://127.0.0.1:{port}"
 
 
 def test_secret_arn_resolves_through_secrets_manager(

@@ -13,6 +13,16 @@ from temporalio.worker import Worker
 
 from activities.app_flag import app_read_only_state, check_app_writes, set_app_read_only
 from activities.approval_auth import authenticate_decision
+from activities.backups.activities import (
+    check_backup,
+    drop_replaced,
+    find_backups,
+    restore_to_scratch,
+    snapshot_database,
+    switch_back,
+    switch_in_restored,
+    validate_database,
+)
 from activities.checks import verify_until_stable
 from activities.config import load_config
 from activities.deploy.activities import find_deployments, restart_service, rollback_deployment
@@ -29,12 +39,14 @@ from activities.probes import assess_down, probe_health
 from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from workers.settings import Settings, connect
+from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.read_only import ReadOnlyWorkflow
 from workflows.rollback import RollbackWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 WORKFLOWS: Sequence[type] = (
+    BackupRestoreWorkflow,
     PoolRestartWorkflow,
     ReadOnlyWorkflow,
     RollbackWorkflow,
@@ -43,6 +55,14 @@ WORKFLOWS: Sequence[type] = (
 ACTIVITIES: Sequence[Callable[..., Any]] = (
     app_read_only_state,
     assess_down,
+    check_backup,
+    drop_replaced,
+    find_backups,
+    restore_to_scratch,
+    snapshot_database,
+    switch_back,
+    switch_in_restored,
+    validate_database,
     authenticate_decision,
     check_app_writes,
     check_writes,

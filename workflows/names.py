@@ -9,11 +9,13 @@ TASK_QUEUE = "remediation"
 POOL_RESTART = "pool_restart"
 READ_ONLY = "read_only"
 ROLLBACK = "rollback"
+BACKUP_RESTORE = "backup_restore"
 
 RUNBOOK_WORKFLOW_TYPES = {
     POOL_RESTART: "PoolRestartWorkflow",
     READ_ONLY: "ReadOnlyWorkflow",
     ROLLBACK: "RollbackWorkflow",
+    BACKUP_RESTORE: "BackupRestoreWorkflow",
 }
 
 SA_RUNBOOK = SearchAttributeKey.for_keyword("RemediationRunbook")

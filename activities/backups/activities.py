@@ -1,0 +1,481 @@
+"""Temporal activities of the backup_restore runbook (Postgres).
+
+- `find_backups`: the target's backups in S3; the newest taken before a time, or a named one.
+- `check_backup`: download it, compare its SHA-256, and read its table of contents with
+  `pg_restore --list`, before anyone is asked to approve it.
+- `snapshot_database`: `pg_dump -Fc` of the live database streamed to S3 with its checksum
+  and row counts (taken in the dump's own snapshot), so the restore itself can be undone.
+- `restore_to_scratch`: the backup into a new database beside the live one. Resumable: the
+  schema first, then each table's data (a table with rows is complete: one COPY each), then
+  indexes and constraints; a retry after a worker died continues where it stopped.
+- `validate_database`: row counts (against the backup's manifest when it has one), not empty,
+  and the configured sanity queries.
+- `switch_in_restored` / `switch_back`: two renames in one transaction, idempotent.
+- `drop_replaced`: drop the replaced database once the run is verified (ours only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.backups import databases as dbs
+from activities.backups import s3
+from activities.backups.models import (
+    BackupCheck,
+    BackupChoice,
+    BackupInfo,
+    CheckBackupInput,
+    DropInput,
+    FindBackupsInput,
+    Manifest,
+    RestoreInput,
+    RestoreResult,
+    Snapshot,
+    SnapshotInput,
+    SwitchInput,
+    SwitchResult,
+    ValidateInput,
+    Validation,
+)
+from activities.backups.pg_tools import HEARTBEAT_SECONDS, parse_toc, pg_bin, run_tool
+from activities.config import BackupsConfig, load_config
+
+
+def _backups(target: str) -> BackupsConfig:
+    config = load_config().target(target)
+    if config.backups is None:
+        raise ApplicationError(
+            f"target {target!r} has no [targets.{target}.backups] (bucket, prefix)",
+            type="ConfigError",
+            non_retryable=True,
+        )
+    return config.backups
+
+
+def _work_dir() -> Path:
+    configured = load_config().runbooks.backup_restore.work_dir
+    return Path(configured or Path(tempfile.gettempdir()) / "remediate-restore")
+
+
+def _s3_failure(what: str, err: Exception) -> ApplicationError:
+    return ApplicationError(f"S3 refused to {what}: {s3.describe_error(err)}")
+
+
+@activity.defn
+async def find_backups(params: FindBackupsInput) -> BackupChoice:
+    config = _backups(params.target)
+    client = s3.s3_client(config.region)
+    try:
+        backups = await asyncio.to_thread(s3.list_backups, client, config.bucket, config.prefix)
+    except (s3.ClientError, s3.BotoCoreError) as err:
+        raise _s3_failure(f"list s3://{config.bucket}/{config.prefix}", err) from None
+    # The engine's own safety snapshots live under the same prefix by default; they are
+    # restore candidates only when named.
+    snapshots = config.snapshots()
+    regular = [b for b in backups if not (snapshots and b.key.startswith(snapshots))]
+    newest = regular[0] if regular else None
+    if params.name:
+        named = [b for b in backups if b.key == params.name or b.key.endswith("/" + params.name)]
+        if not named:
+            return BackupChoice(
+                examined=len(backups),
+                newest=newest,
+                why_none=f"no backup named {params.name!r} under s3://{config.bucket}/"
+                f"{config.prefix}",
+            )
+        return BackupChoice(chosen=named[0], examined=len(backups), newest=newest)
+    candidates = [b for b in regular if params.before is None or b.taken_at < params.before]
+    if not candidates:
+        where = f"s3://{config.bucket}/{config.prefix}"
+        why = (
+            f"no backup under {where} was taken before {params.before:%Y-%m-%d %H:%M:%S} UTC"
+            if params.before
+            else f"no backup under {where}"
+        )
+        return BackupChoice(examined=len(backups), newest=newest, why_none=why)
+    return BackupChoice(chosen=candidates[0], examined=len(backups), newest=newest)
+
+
+async def _download(backup: BackupInfo, target: str) -> Path:
+    config = _backups(target)
+    client = s3.s3_client(config.region)
+    try:
+        path: Path = await _with_heartbeat(
+            asyncio.to_thread(s3.download, client, backup, _work_dir()), "downloading"
+        )
+        return path
+    except (s3.ClientError, s3.BotoCoreError) as err:
+        raise _s3_failure(f"download {backup.url}", err) from None
+
+
+async def _with_heartbeat(work: Any, details: Any) -> Any:
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        if done:
+            return task.result()
+        activity.heartbeat(details)
+
+
+@activity.defn
+async def check_backup(params: CheckBackupInput) -> BackupCheck:
+    backup = params.backup
+    if not backup.sha256:
+        raise ApplicationError(
+            f"{backup.url} has no recorded checksum (no {backup.key}.json manifest and no "
+            "`sha256` object metadata): it cannot be verified, so it is not restored",
+            type="BackupUnverifiable",
+            non_retryable=True,
+        )
+    path = await _download(backup, params.target)
+    digest = await _with_heartbeat(asyncio.to_thread(s3.sha256_of, path), "checksum")
+    if digest != backup.sha256:
+        path.unlink(missing_ok=True)
+        raise ApplicationError(
+            f"{backup.url} is corrupt: its SHA-256 is {digest[:16]}…, the manifest says "
+            f"{backup.sha256[:16]}…",
+            type="BackupCorrupt",
+            non_retryable=True,
+        )
+    try:
+        listing = await run_tool(
+            [str(pg_bin() / "pg_restore"), "--list", str(path)], {}, "pg_restore --list"
+        )
+    except ApplicationError as err:
+        raise ApplicationError(
+            f"{backup.url} is not a readable pg_dump archive: {err.message}",
+            type="BackupUnreadable",
+            non_retryable=True,
+        ) from None
+    toc = parse_toc(listing)
+    tables = sorted(dbs.table_name(e.schema, e.name) for e in toc if e.kind == "TABLE DATA")
+    return BackupCheck(sha256=digest, size=path.stat().st_size, toc_entries=len(toc), tables=tables)
+
+
+@activity.defn
+async def snapshot_database(params: SnapshotInput) -> Snapshot:
+    """Idempotent per label: a snapshot already uploaded under it is returned as it is."""
+    config = _backups(params.target)
+    client = s3.s3_client(config.region)
+    conn = dbs.target_connection(params.target)
+    prefix = config.snapshots() if params.purpose == "snapshot" else config.prefix
+    key = f"{prefix}{conn.database}-{params.label}.dump"
+    existing = await asyncio.to_thread(s3.list_backups, client, config.bucket, key)
+    for backup in existing:
+        if backup.key == key and backup.sha256 and backup.row_counts is not None:
+            return Snapshot(
+                bucket=config.bucket,
+                key=key,
+                sha256=backup.sha256,
+                size=backup.size,
+                taken_at=backup.taken_at,
+                database=conn.database,
+                row_counts=backup.row_counts,
+            )
+    db = await dbs.connect(conn, conn.database)
+    try:
+        # Counts and dump from one snapshot: the manifest's counts are the dump's counts.
+        await db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = await (await db.execute("SELECT pg_export_snapshot() AS s, now() AS t")).fetchone()
+        assert row is not None
+        snapshot_id, taken_at = row["s"], row["t"]
+        counts = await dbs.row_counts(db)
+        argv = [str(pg_bin() / "pg_dump"), "-Fc", "--snapshot", snapshot_id, *conn.args()]
+        digest, size = await _with_heartbeat(
+            asyncio.to_thread(_dump_to_s3, argv, conn.env(), client, config.bucket, key),
+            "uploading",
+        )
+        await db.execute("COMMIT")
+    except (s3.ClientError, s3.BotoCoreError) as err:
+        raise _s3_failure(f"upload s3://{config.bucket}/{key}", err) from None
+    finally:
+        await db.close()
+    manifest = Manifest(
+        sha256=digest,
+        taken_at=taken_at.astimezone(UTC),
+        size=size,
+        database=conn.database,
+        row_counts=counts,
+    )
+    await asyncio.to_thread(s3.put_manifest, client, config.bucket, key, manifest)
+    return Snapshot(
+        bucket=config.bucket,
+        key=key,
+        sha256=digest,
+        size=size,
+        taken_at=manifest.taken_at,
+        database=conn.database,
+        row_counts=counts,
+    )
+
+
+@activity.defn
+async def restore_to_scratch(params: RestoreInput) -> RestoreResult:
+    started = time.monotonic()
+    names, run = params.names, params.run
+    conn = dbs.target_connection(params.target)
+    jobs = max(1, load_config().runbooks.backup_restore.restore_jobs)
+    admin = await dbs.connect(conn)
+    try:
+        present = await dbs.databases(admin, [names.live, names.scratch])
+        if dbs.is_ours(present.get(names.live), run, "scratch"):
+            return RestoreResult(scratch=names.scratch, tables_restored=0, already_restored=True)
+        scratch = present.get(names.scratch)
+        if scratch is not None and not dbs.is_ours(scratch, run, "scratch"):
+            raise ApplicationError(
+                f"database {names.scratch!r} exists and is not this run's scratch database; "
+                "drop or rename it",
+                non_retryable=True,
+            )
+        state = scratch["marker"].get("state") if scratch else None
+        if state == "restored":
+            return RestoreResult(scratch=names.scratch, tables_restored=0, already_restored=True)
+        path = await _download(params.backup, params.target)
+        bin_ = pg_bin()
+        toc = parse_toc(await run_tool([str(bin_ / "pg_restore"), "--list", str(path)], {}, "list"))
+        target_args = conn.on(names.scratch).args()
+        restore = [str(bin_ / "pg_restore"), "--exit-on-error", *target_args]
+        if state in (None, "pre_data"):
+            # The schema is quick: an interrupted one is started again from an empty database.
+            await dbs.drop(admin, names.scratch)
+            await dbs.create_scratch(admin, names.live, names.scratch, run)
+            await run_tool([*restore, "--section=pre-data", str(path)], conn.env(), "schema")
+            state = "data"
+            await _mark(admin, names.scratch, run, state)
+        resumed: list[str] = []
+        tables = [e for e in toc if e.kind == "TABLE DATA"]
+        if state == "data":
+            resumed = await _restore_data(conn, names.scratch, path, restore, toc, jobs)
+            state = "post_data"
+            await _mark(admin, names.scratch, run, state)
+        if state == "post_data":
+            # A post-data step that was interrupted left some indexes: --clean makes it repeatable.
+            again = ["--clean", "--if-exists"] if resumed or scratch is not None else []
+            await run_tool(
+                [*restore, "--section=post-data", f"--jobs={jobs}", *again, str(path)],
+                conn.env(),
+                "indexes and constraints",
+            )
+            await _mark(admin, names.scratch, run, "restored")
+    finally:
+        await admin.close()
+    return RestoreResult(
+        scratch=names.scratch,
+        tables_restored=len(tables) - len(resumed),
+        resumed_tables=resumed,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def _dump_to_s3(
+    argv: list[str], env: dict[str, str], client: Any, bucket: str, key: str
+) -> tuple[str, int]:
+    """pg_dump's output streamed straight to S3 (nothing on local disk), hashed on the way."""
+    process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments without secrets
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        digest, size = s3.upload_stream(client, process.stdout, bucket, key)
+    finally:
+        process.stdout.close()
+        stderr = process.stderr.read().decode(errors="replace")
+        code = process.wait()
+    if code != 0:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        client.delete_object(Bucket=bucket, Key=key)
+        raise ApplicationError(f"pg_dump failed (exit {code}): {tail}")
+    return digest, size
+
+
+async def _mark(admin: dbs.Conn, database: str, run: str, state: str) -> None:
+    await dbs.set_marker(admin, database, {"remediate_run": run, "role": "scratch", "state": state})
+
+
+async def _restore_data(
+    conn: Any, scratch: str, path: Path, restore: list[str], toc: list[Any], jobs: int
+) -> list[str]:
+    """Each table's data in its own pg_restore, `jobs` at a time; tables already loaded by an
+    earlier attempt are kept. Returns those kept."""
+    details = activity.info().heartbeat_details
+    done: set[str] = set(details[0]) if details and isinstance(details[0], list) else set()
+    db = await dbs.connect(conn, scratch)
+    try:
+        done |= await dbs.non_empty_tables(db)
+        resumed = sorted(done)
+        pending = [e for e in toc if e.kind == "TABLE DATA" and _qualified(e) not in done]
+        for entry in pending:  # a half-loaded table cannot exist, but be certain
+            await db.execute(
+                sql.SQL("TRUNCATE {}").format(sql.Identifier(entry.schema, entry.name))
+            )
+    finally:
+        await db.close()
+    lists = Path(tempfile.mkdtemp(prefix="remediate-toc-"))
+    limit = asyncio.Semaphore(jobs)
+
+    async def load(entry: Any) -> None:
+        async with limit:
+            listing = lists / f"{entry.dump_id}.list"
+            listing.write_text(entry.line + "\n")
+            argv = [*restore, "--data-only", "-L", str(listing), str(path)]
+            await run_tool(argv, conn.env(), f"data of {_qualified(entry)}", sorted(done))
+            done.add(_qualified(entry))
+            activity.heartbeat(sorted(done))
+
+    await asyncio.gather(*(load(e) for e in pending))
+    # Sequence positions and large objects: cheap, and safe to apply again.
+    rest = [e for e in toc if e.kind in ("SEQUENCE SET", "BLOB", "BLOBS", "LARGE OBJECT")]
+    if rest:
+        listing = lists / "rest.list"
+        listing.write_text("".join(e.line + "\n" for e in rest))
+        argv = [*restore, "--data-only", "-L", str(listing), str(path)]
+        await run_tool(argv, conn.env(), "sequences", sorted(done))
+    return [t for t in resumed if t in {_qualified(e) for e in toc if e.kind == "TABLE DATA"}]
+
+
+def _qualified(entry: Any) -> str:
+    return dbs.table_name(entry.schema, entry.name)
+
+
+@activity.defn
+async def validate_database(params: ValidateInput) -> Validation:
+    conn = dbs.target_connection(params.target)
+    queries = load_config().runbooks.backup_restore.sanity_queries
+    db = await dbs.connect(conn, params.database)
+    problems: list[str] = []
+    sanity: dict[str, float] = {}
+    try:
+        counts = await dbs.row_counts(db)
+        for query in queries:
+            try:
+                row = await (await db.execute(query.sql)).fetchone()
+            except Exception as err:
+                problems.append(f"{query.name}: {type(err).__name__}: {str(err)[:200]}")
+                continue
+            value = float(next(iter(row.values()))) if row else float("nan")
+            sanity[query.name] = value
+            if query.min is not None and not value >= query.min:
+                problems.append(f"{query.name} = {value:g}, expected at least {query.min:g}")
+            if query.max is not None and not value <= query.max:
+                problems.append(f"{query.name} = {value:g}, expected at most {query.max:g}")
+    finally:
+        await db.close()
+    total = sum(counts.values())
+    if total == 0:
+        problems.append(f"{params.database} is empty: no table has a row")
+    if params.expected_counts is not None:
+        for table, expected in sorted(params.expected_counts.items()):
+            found = counts.get(table)
+            if found != expected:
+                problems.append(f"{table}: {found} rows, expected {expected}")
+        extra = sorted(set(counts) - set(params.expected_counts))
+        if extra:
+            problems.append(f"tables not in the backup's manifest: {', '.join(extra)}")
+    return Validation(
+        passed=not problems, row_counts=counts, total_rows=total, problems=problems, sanity=sanity
+    )
+
+
+@activity.defn
+async def switch_in_restored(params: SwitchInput) -> SwitchResult:
+    names, run = params.names, params.run
+    admin = await dbs.connect(dbs.target_connection(params.target))
+    try:
+        present = await dbs.databases(admin, [names.live, names.scratch, names.previous])
+        if dbs.is_ours(present.get(names.live), run, "scratch"):
+            return SwitchResult(already=True, detail=f"{names.live} already is the restored one")
+        if not dbs.is_ours(present.get(names.scratch), run, "scratch"):
+            raise ApplicationError(
+                f"no restored database {names.scratch!r} of this run to switch in",
+                non_retryable=True,
+            )
+        if names.previous in present:
+            raise ApplicationError(
+                f"database {names.previous!r} already exists; the replaced database needs "
+                "that name",
+                non_retryable=True,
+            )
+        live = present.get(names.live)
+        # The restored database inherits read-only mode, so writes stay off until the exit.
+        if live is not None and live["read_only"]:
+            await dbs.set_read_only(admin, names.scratch, True)
+        original = live["comment"] if live else None
+        ended = await dbs.swap(admin, names.live, names.previous, names.live, names.scratch)
+        await dbs.set_marker(
+            admin,
+            names.previous,
+            {"remediate_run": run, "role": "previous", "original_comment": original},
+        )
+        await dbs.set_marker(
+            admin, names.live, {"remediate_run": run, "role": "scratch", "state": "switched"}
+        )
+    finally:
+        await admin.close()
+    return SwitchResult(
+        already=False,
+        detail=f"{names.live} is the restored database; the replaced one is {names.previous}",
+        sessions_ended=ended,
+    )
+
+
+@activity.defn
+async def switch_back(params: SwitchInput) -> SwitchResult:
+    names, run = params.names, params.run
+    admin = await dbs.connect(dbs.target_connection(params.target))
+    try:
+        present = await dbs.databases(admin, [names.live, names.previous, names.failed])
+        if not dbs.is_ours(present.get(names.live), run, "scratch"):
+            return SwitchResult(already=True, detail=f"{names.live} is not the restored database")
+        previous = present.get(names.previous)
+        if not dbs.is_ours(previous, run, "previous"):
+            raise ApplicationError(
+                f"the replaced database {names.previous!r} is gone; cannot switch back",
+                non_retryable=True,
+            )
+        assert previous is not None
+        ended = await dbs.swap(admin, names.live, names.failed, names.live, names.previous)
+        original = previous["marker"].get("original_comment")
+        await admin.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(names.live), sql.Literal(original)
+            )
+        )
+        await dbs.set_marker(
+            admin, names.failed, {"remediate_run": run, "role": "failed", "state": "switched_out"}
+        )
+    finally:
+        await admin.close()
+    return SwitchResult(
+        already=False,
+        detail=f"{names.live} is the database from before the restore again; the restored "
+        f"one is kept as {names.failed}",
+        sessions_ended=ended,
+    )
+
+
+@activity.defn
+async def drop_replaced(params: DropInput) -> bool:
+    admin = await dbs.connect(dbs.target_connection(params.target))
+    try:
+        present = await dbs.databases(admin, [params.database])
+        if params.database not in present:
+            return False
+        if not dbs.is_ours(present[params.database], params.run, "previous"):
+            raise ApplicationError(
+                f"{params.database!r} is not the database this run replaced; not dropping it",
+                non_retryable=True,
+            )
+        await dbs.drop(admin, params.database)
+        return True
+    finally:
+        await admin.close()

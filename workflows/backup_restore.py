@@ -1,0 +1,421 @@
+"""Runbook: restore a Postgres database from a backup in S3 (runbook 000 "Restore from Backup
+(Safest)", 001 "test backup restore", "back up before migrations").
+
+1. The target's backups in S3; the newest taken before `before` (the corruption time), or the
+   one named by `backup`. None: escalate.
+2. Check it before anyone is asked: checksum against its manifest, `pg_restore --list`.
+3. Stop writes: the read_only runbook as a child (`phase=enter`, its own gate).
+4. Safety snapshot of the live database to S3 (streamed `pg_dump -Fc`, with checksum and row
+   counts), so the restore itself can be undone.
+5. Plan: the backup, its age, the data-loss window, sizes, row counts; gate.
+6. Restore into a scratch database (resumable), validate it (row counts against the backup's
+   manifest, not empty, sanity queries), switch it in with two renames in one transaction.
+   The replaced database is kept until the run is verified.
+7. Verify (counts and sanity queries on the live name, app health); then drop the replaced
+   database, exit read-only (child, `phase=exit`, its own gate) and report the data-loss
+   window and the snapshot. Failed verification: switch back, escalate, stay read-only.
+
+Parameters: `before` (ISO 8601, UTC if no offset), `backup` (a key or file name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.backups.activities import (
+        check_backup,
+        drop_replaced,
+        find_backups,
+        restore_to_scratch,
+        snapshot_database,
+        switch_back,
+        switch_in_restored,
+        validate_database,
+    )
+    from activities.backups.models import (
+        BackupCheck,
+        BackupInfo,
+        CheckBackupInput,
+        DatabaseNames,
+        DropInput,
+        FindBackupsInput,
+        RestoreInput,
+        Snapshot,
+        SnapshotInput,
+        SwitchInput,
+        ValidateInput,
+        Validation,
+    )
+    from activities.checks import CheckSpec, VerifyInput
+    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from workflows.models import (
+        DecisionOutcome,
+        ExpectedImpact,
+        Plan,
+        RunbookInput,
+        RunReport,
+        RunStatus,
+    )
+    from workflows.names import BACKUP_RESTORE
+    from workflows.read_only import ReadOnlyWorkflow
+    from workflows.runbook import READ_RETRY, RunbookWorkflow
+
+TIMEOUT = timedelta(minutes=2)
+LONG = timedelta(hours=6)
+# Long steps retry after a worker dies (the heartbeat timeout notices) and resume; a step
+# that fails for a reason of its own (a corrupt backup, a name taken) does not retry.
+LONG_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=["ConfigError", "BackupUnverifiable", "BackupCorrupt"],
+)
+
+
+class BadInputError(Exception):
+    pass
+
+
+@workflow.defn(name="BackupRestoreWorkflow")
+class BackupRestoreWorkflow(RunbookWorkflow):
+    runbook = BACKUP_RESTORE
+
+    @workflow.init
+    def __init__(self, params: RunbookInput) -> None:
+        super().__init__(params)
+        self.read_only = False
+        self.switched = False
+
+    @workflow.run
+    async def run(self, params: RunbookInput) -> RunReport:
+        self.start()
+        self.mark("triggered", workflow.info().start_time)
+        try:
+            before = self._before(params.parameters.get("before"))
+            target = await workflow.execute_activity(
+                describe_target,
+                DescribeTargetInput(runbook=self.runbook, target=params.target),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=READ_RETRY,
+            )
+            self.gate.settings = target.gate
+            if target.kind != "postgres":
+                raise BadInputError(
+                    f"target {target.target!r} is {target.kind}; backup_restore restores "
+                    "Postgres targets (MongoDB restore is not built yet)"
+                )
+            if target.backups_at is None:
+                raise BadInputError(
+                    f"target {target.target!r} has no [targets.{target.target}.backups] "
+                    "with the S3 bucket and prefix of its backups"
+                )
+            return await self._restore(target, before, params.parameters.get("backup"))
+        except BadInputError as err:
+            return await self.finish(RunStatus.ABORTED, f"bad input: {err}")
+        except (ActivityError, ChildWorkflowError) as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
+                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            return await self.escalate(f"backup_restore step failed: {message}.{self._state()}")
+
+    @staticmethod
+    def _before(value: str | None) -> datetime | None:
+        if not value:
+            return None
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadInputError(
+                f"parameter before={value!r} is not an ISO 8601 time (e.g. 2026-11-23T03:00:00Z)"
+            ) from None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+    def _state(self) -> str:
+        if self.switched:
+            return " The live database may be the restored one; the replaced one is kept."
+        if self.read_only:
+            return " THE TARGET IS STILL READ-ONLY."
+        return " Nothing was changed."
+
+    async def _restore(
+        self, target: TargetDescription, before: datetime | None, name: str | None
+    ) -> RunReport:
+        self.set_status(RunStatus.DIAGNOSING, f"Looking for backups of {target.target}")
+        choice = await workflow.execute_activity(
+            find_backups,
+            FindBackupsInput(target=target.target, before=before, name=name),
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        if choice.chosen is None:
+            return await self.escalate(
+                f"no backup to restore {target.target} from: {choice.why_none} "
+                f"({choice.examined} examined); not guessing.{self._state()}"
+            )
+        backup = choice.chosen
+        self.audit.record("diagnosis", f"chosen {backup.describe()}", backup=backup.url)
+        check = await workflow.execute_activity(
+            check_backup,
+            CheckBackupInput(target=target.target, backup=backup),
+            start_to_close_timeout=LONG,
+            heartbeat_timeout=self._heartbeat(target),
+            retry_policy=LONG_RETRY,
+        )
+        self.audit.record(
+            "diagnosis",
+            f"backup checked: SHA-256 matches, {check.toc_entries} archive entries, "
+            f"{len(check.tables)} tables",
+        )
+        entered = await self._read_only("enter", target)
+        if entered.status != RunStatus.REMEDIATED:
+            return await self.finish(
+                entered.status,
+                f"read-only mode was not entered ({entered.summary}); nothing restored",
+            )
+        self.read_only = True
+        self.mark("writes_stopped")
+        snapshot = await self._snapshot(target)
+        names = self._names(snapshot.database)
+        plan = self._plan(target, backup, check, snapshot, names)
+        decision = await self.approve_plan(plan)
+        if decision.outcome != DecisionOutcome.APPROVED:
+            # Nothing was restored; writes come back through the read-only exit gate.
+            await self._exit_read_only(target, "the restore was not approved")
+            return await self.not_approved(decision.outcome, plan)
+        self.mark("approved")
+        return await self._act(target, backup, snapshot, names)
+
+    async def _act(
+        self,
+        target: TargetDescription,
+        backup: BackupInfo,
+        snapshot: Snapshot,
+        names: DatabaseNames,
+    ) -> RunReport:
+        run = self._run_marker()
+        self.set_status(RunStatus.ACTING, f"Restoring {backup.url} into {names.scratch}")
+        restored = await workflow.execute_activity(
+            restore_to_scratch,
+            RestoreInput(target=target.target, backup=backup, names=names, run=run),
+            start_to_close_timeout=LONG,
+            heartbeat_timeout=self._heartbeat(target),
+            retry_policy=LONG_RETRY,
+        )
+        self.audit.record(
+            "action",
+            f"restored into {names.scratch} in {restored.seconds:.1f}s"
+            + (
+                f"; resumed, {len(restored.resumed_tables)} tables kept from an earlier attempt"
+                if restored.resumed_tables
+                else ""
+            ),
+            result=restored.model_dump(mode="json"),
+        )
+        scratch = await self._validate(target, names.scratch, backup.row_counts)
+        if not scratch.passed:
+            return await self.escalate(
+                f"the restored copy {names.scratch} failed validation "
+                f"({'; '.join(scratch.problems)}); the live database was not touched."
+                + self._state()
+            )
+        switched = await workflow.execute_activity(
+            switch_in_restored,
+            SwitchInput(target=target.target, names=names, run=run),
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        self.switched = True
+        self.mark("switched")
+        self.audit.record("action", switched.detail, sessions_ended=switched.sessions_ended)
+        if not await self._verified(target, names.live, scratch.row_counts):
+            back = await workflow.execute_activity(
+                switch_back,
+                SwitchInput(target=target.target, names=names, run=run),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=READ_RETRY,
+            )
+            self.switched = False
+            self.audit.record("compensation", back.detail)
+            return await self.escalate(
+                f"{target.target}: the restored database failed verification; switched back "
+                f"({back.detail}).{self._state()}"
+            )
+        self.mark("verified")
+        if target.backup_restore.drop_previous_after_verify:
+            await workflow.execute_activity(
+                drop_replaced,
+                DropInput(target=target.target, database=names.previous, run=run),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=READ_RETRY,
+            )
+            self.audit.record(
+                "action", f"dropped the replaced database {names.previous} (snapshot kept)"
+            )
+        await self.release_lease()
+        exited = await self._exit_read_only(target, "the restore is verified")
+        stopped = self.timeline.get("writes_stopped", workflow.now())
+        window = stopped - backup.taken_at
+        summary = (
+            f"restored {names.live} from {backup.url}; data-loss window {_span(window)}: "
+            f"writes between {backup.taken_at:%Y-%m-%d %H:%M:%S} and "
+            f"{stopped:%Y-%m-%d %H:%M:%S} UTC are not in it (they are in the safety snapshot "
+            f"{snapshot.url})"
+        )
+        if not exited:
+            return await self.escalate(summary + "; WRITES ARE STILL OFF: the read-only exit "
+                                       "did not complete")  # fmt: skip
+        return await self.finish(RunStatus.REMEDIATED, summary)
+
+    async def _read_only(self, phase: str, target: TargetDescription) -> RunReport:
+        info = workflow.info()
+        return await workflow.execute_child_workflow(
+            ReadOnlyWorkflow.run,
+            RunbookInput(
+                target=target.target,
+                requested_by=self.params.requested_by,
+                reason=f"backup_restore {info.workflow_id}: {phase} read-only",
+                parameters={"phase": phase, "mode": "postgres"},
+                dry_run=self.params.dry_run,
+            ),
+            id=f"{info.workflow_id}-read-only-{phase}",
+        )
+
+    async def _exit_read_only(self, target: TargetDescription, why: str) -> bool:
+        self.set_status(RunStatus.ACTING, f"{why}; asking to exit read-only")
+        exited = await self._read_only("exit", target)
+        self.audit.record("read_only_exit", exited.summary, status=exited.status.value)
+        if exited.status == RunStatus.REMEDIATED:
+            self.read_only = False
+            return True
+        return False
+
+    async def _snapshot(self, target: TargetDescription) -> Snapshot:
+        self.set_status(RunStatus.ACTING, f"Safety snapshot of {target.target}")
+        snapshot = await workflow.execute_activity(
+            snapshot_database,
+            SnapshotInput(target=target.target, label=f"pre-restore-{self._token()}"),
+            start_to_close_timeout=LONG,
+            heartbeat_timeout=self._heartbeat(target),
+            retry_policy=LONG_RETRY,
+        )
+        self.audit.record(
+            "snapshot",
+            f"safety snapshot {snapshot.url} ({snapshot.size / 1e6:.1f} MB, "
+            f"{sum(snapshot.row_counts.values())} rows)",
+            sha256=snapshot.sha256,
+        )
+        return snapshot
+
+    async def _validate(
+        self, target: TargetDescription, database: str, expected: dict[str, int] | None
+    ) -> Validation:
+        result = await workflow.execute_activity(
+            validate_database,
+            ValidateInput(target=target.target, database=database, expected_counts=expected),
+            start_to_close_timeout=LONG,
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "validation" if result.passed else "validation_failed",
+            f"{database}: {result.total_rows} rows in {len(result.row_counts)} tables"
+            + (f"; {'; '.join(result.problems)}" if result.problems else "; as expected"),
+            sanity=result.sanity,
+        )
+        return result
+
+    async def _verified(self, target: TargetDescription, live: str, counts: dict[str, int]) -> bool:
+        after = await self._validate(target, live, counts)
+        if not after.passed:
+            return False
+        if not target.probe_urls:
+            return True
+        config = target.backup_restore
+        checks = [
+            CheckSpec(kind="url_healthy", target=target.target, url=u) for u in target.probe_urls
+        ]
+        verified = await self.verify(
+            checks,
+            VerifyInput(
+                checks=[],
+                required_consecutive=config.verify_consecutive,
+                interval_seconds=config.verify_interval_seconds,
+                deadline_seconds=config.verify_deadline_seconds,
+            ),
+        )
+        return verified.passed
+
+    @staticmethod
+    def _heartbeat(target: TargetDescription) -> timedelta:
+        return timedelta(seconds=target.backup_restore.heartbeat_timeout_seconds)
+
+    def _token(self) -> str:
+        return hashlib.sha256(self._run_marker().encode()).hexdigest()[:8]
+
+    def _run_marker(self) -> str:
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.run_id}"
+
+    def _names(self, live: str) -> DatabaseNames:
+        token, stem = self._token(), live[:40]
+        return DatabaseNames(
+            live=live,
+            scratch=f"{stem}_restore_{token}",
+            previous=f"{stem}_replaced_{token}",
+            failed=f"{stem}_failed_{token}",
+        )
+
+    def _plan(
+        self,
+        target: TargetDescription,
+        backup: BackupInfo,
+        check: BackupCheck,
+        snapshot: Snapshot,
+        names: DatabaseNames,
+    ) -> Plan:
+        loss = snapshot.taken_at - backup.taken_at
+        expected = backup.row_counts
+        return Plan(
+            runbook=self.runbook,
+            action="restore_database",
+            target=target.target,
+            parameters={
+                "backup": backup.url,
+                "backup_taken_at": backup.taken_at.isoformat(),
+                "backup_sha256": backup.sha256,
+                "backup_bytes": backup.size,
+                "data_loss_window_seconds": round(loss.total_seconds()),
+                "tables": check.tables,
+                "expected_row_counts": expected,
+                "current_row_counts": snapshot.row_counts,
+                "safety_snapshot": snapshot.url,
+                "databases": names.model_dump(),
+                "statements": [
+                    f'CREATE DATABASE "{names.scratch}"; pg_restore into it; validate',
+                    f'ALTER DATABASE "{names.live}" RENAME TO "{names.previous}"',
+                    f'ALTER DATABASE "{names.scratch}" RENAME TO "{names.live}"',
+                    "(both renames in one transaction)",
+                ],
+            },
+            expected_impact=ExpectedImpact(
+                summary=f"replace {names.live} ({sum(snapshot.row_counts.values())} rows now) "
+                f"with {backup.describe()}"
+                + (f" ({sum(expected.values())} rows)" if expected else "")
+                + f": writes of the last {_span(loss)} are lost (kept in {snapshot.url})",
+                affected=len(check.tables),
+                reversible=True,
+                whole_target=True,
+            ),
+        )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
