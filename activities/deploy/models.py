@@ -87,19 +87,27 @@ class ProviderError(ApplicationError):
 
 
 def error_for_status(
-    vendor: str, status: int, what: str, body: str = "", retry_after: str | None = None
+    vendor: str,
+    status: int,
+    what: str,
+    body: str = "",
+    retry_after: str | None = None,
+    *,
+    config_hint: str = "the target's [deploy] config",
 ) -> ProviderError:
     """Map an HTTP error status to a clear, correctly retryable error.
 
     401/403 are the token's fault and 404 the config's: retrying cannot help, and the message
     says what to fix. 429 carries the vendor's `Retry-After` so Temporal's next attempt waits
     exactly that long (the activity retry policy bounds the total). 5xx are retried.
+    `config_hint` names the config section the 401/404 messages point at, so providers
+    configured elsewhere (API key providers) send the reader to the right place.
     """
     detail = f" ({body[:200]})" if body else ""
     if status == 401:
         return ProviderError(
             f"{vendor} refused the token for {what}: 401 unauthorized; check the token "
-            f"reference in the target's [deploy] config{detail}",
+            f"reference in {config_hint}{detail}",
             status=status,
             retryable=False,
         )
@@ -112,8 +120,7 @@ def error_for_status(
         )
     if status == 404:
         return ProviderError(
-            f"{vendor} found nothing for {what}: 404; check the ids in the target's [deploy] "
-            f"config{detail}",
+            f"{vendor} found nothing for {what}: 404; check the ids in {config_hint}{detail}",
             status=status,
             retryable=False,
         )
