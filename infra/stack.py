@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import boto3
 import psycopg
 
 from infra.demo_release import VERCEL_PORT, ship
@@ -40,6 +41,7 @@ DEMO_SECRETS = (
     "GENERIC_WEBHOOK_SECRET",
     "VERCEL_TOKEN",
 )
+DEMO_BUCKET = "demo-backups"  # the orders database's backups, in the local S3 (moto)
 APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
 
 
@@ -64,6 +66,35 @@ def _prepare_database(cluster: LocalCluster, superuser_password: str) -> str:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'orders'").fetchone():
             conn.execute("CREATE DATABASE orders OWNER app")
     return dsn.rsplit("/", 1)[0] + "/orders"
+
+
+def worker_environment(values: dict[str, str] | None = None) -> dict[str, str]:
+    """What the worker (and the demo scripts) need: the config, credential values for its
+    references, and the local AWS emulator."""
+    values = values or demo_secrets()
+    password = values["PG_SUPERUSER_PASSWORD"]
+    env = {
+        "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
+        "ORDERS_DB_DSN": f"postgresql://postgres:{password}@127.0.0.1:{PG_PORT}/orders",
+        "DEMO_APP_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
+        "REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"],
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return env | {name: values[name] for name in DEMO_SECRETS[3:]}
+
+
+def _create_bucket(env: dict[str, str]) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    client.create_bucket(Bucket=DEMO_BUCKET)  # moto keeps buckets in memory: one per start
 
 
 class Stack:
@@ -94,7 +125,7 @@ class Stack:
         self.cluster.init()
         self.cluster.stop()  # a previous run killed without cleanup leaves a server behind
         self.cluster.start()
-        orders_dsn = _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
+        _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
 
         self.spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)])
         app_dsn = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{PG_PORT}/orders"
@@ -115,17 +146,9 @@ class Stack:
         wait_for_port("127.0.0.1", APP_PORT, 30)
         wait_for_port("127.0.0.1", VERCEL_PORT, 30)
         asyncio.run(ship(values["VERCEL_TOKEN"], broken=False))
-        worker_env = {
-            "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
-            "ORDERS_DB_DSN": orders_dsn,
-            "DEMO_APP_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
-            "REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"],
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        worker_env |= {name: values[name] for name in DEMO_SECRETS[3:]}
+        worker_env = worker_environment(values)
+        wait_for_port("127.0.0.1", MOTO_PORT, 30)
+        _create_bucket(worker_env)
         self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
         self.spawn(
             "service",

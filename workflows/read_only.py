@@ -324,6 +324,9 @@ class ReadOnlyWorkflow(RunbookWorkflow):
                 summary=summary,
                 affected=max(1, state.client_sessions),
                 reversible=True,
+                # Writes stop for the whole target; runs started before this knew no such
+                # field (their plan ids must not change on replay).
+                whole_target=workflow.patched("read_only_whole_target"),
             ),
         )
 

@@ -1,0 +1,206 @@
+"""A restore of a ~1 GB database through the backup_restore runbook (auto-approved gates)
+against a bare `pg_restore` of the same dump, in the same run, on the same Postgres.
+
+The runbook does more than the bare restore, on purpose: it checks the backup's checksum and
+archive, stops writes, streams a safety snapshot of the live database to S3, restores into a
+scratch database, validates it (row counts against the manifest, sanity queries), switches
+it in, verifies, drops the replaced database and re-enables writes. Printed: both times,
+the ratio, and where the runbook's time goes.
+
+    .venv/bin/python -m benchmarks.restore [--rows 4000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.backups import s3
+from activities.backups.activities import snapshot_database
+from activities.backups.models import SnapshotInput
+from infra.local_postgres import PG_BIN, free_port, postgres_server
+from infra.processes import server_process
+from workers.worker import WORKFLOWS, activities_for
+from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.names import SEARCH_ATTRIBUTES
+
+BIN = Path(sys.executable).parent
+
+CONFIG = """
+[targets.big-db]
+kind = "postgres"
+dsn = {{ env = "BENCH_BIG_DSN" }}
+
+[targets.big-db.backups]
+bucket = "bench-backups"
+prefix = "big/"
+
+[approvals]
+signing_key = {{ env = "BENCH_SIGNING_KEY" }}
+
+[runbooks.backup_restore]
+restore_jobs = 2
+verify_consecutive = 1
+
+[[runbooks.backup_restore.sanity_queries]]
+name = "events"
+sql = "SELECT count(*) FROM events"
+min = 1
+
+[runbooks.backup_restore.gate.auto_approve]
+name = "bench"
+actions = ["restore_database"]
+max_affected = 10
+
+[runbooks.read_only.gate.auto_approve]
+name = "bench"
+actions = ["enter_read_only", "exit_read_only"]
+max_affected = 10
+
+[safety]
+cooldown_seconds = 0
+hourly_budget = 1000
+"""
+
+PHASES = (
+    ("triggered", "writes_stopped", "find + check backup, enter read-only"),
+    ("writes_stopped", "approved", "safety snapshot to S3, plan, approve"),
+    ("approved", "switched", "restore into scratch, validate, switch"),
+    ("switched", "verified", "verify the live database"),
+)
+
+
+def make_database(dsn: str, rows: int) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL,
+                                       note text NOT NULL)"""
+        )
+        conn.execute(
+            """CREATE TABLE events (id bigint PRIMARY KEY, customer_id bigint NOT NULL,
+                 kind text NOT NULL, at timestamptz NOT NULL, body text NOT NULL)"""
+        )
+        conn.execute(
+            "INSERT INTO customers SELECT i, 'c' || i || '@example.com', md5(i::text) "
+            "FROM generate_series(1, 100000) i"
+        )
+        step = 500_000
+        for start in range(1, rows + 1, step):
+            conn.execute(
+                """INSERT INTO events
+                   SELECT i, 1 + i %% 100000, (ARRAY['view','click','buy'])[1 + i %% 3],
+                          '2026-01-01'::timestamptz + i * interval '1 second',
+                          md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text)
+                          || md5((i * 17)::text)
+                   FROM generate_series(%s::bigint, %s::bigint) i""",
+                [start, min(start + step - 1, rows)],
+            )
+        conn.execute("CREATE INDEX events_customer ON events (customer_id)")
+        conn.execute("ANALYZE")
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def main(rows: int) -> None:
+    with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE big")
+        print(f"building the database ({rows} events)...", flush=True)
+        size = make_database(pg.dsn("big"), rows)
+        moto_port = free_port()
+        moto = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]
+        with server_process(moto, moto_port, quiet=True):
+            config = Path(tmp) / "bench.toml"
+            config.write_text(CONFIG.format())
+            os.environ.update(
+                {
+                    "REMEDIATE_CONFIG": str(config),
+                    "BENCH_SIGNING_KEY": uuid.uuid4().hex,
+                    "BENCH_BIG_DSN": pg.dsn("big"),
+                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+                    "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                }
+            )
+            s3.s3_client.cache_clear()
+            boto3.client("s3").create_bucket(Bucket="bench-backups")
+            print("taking the backup...", flush=True)
+            backup = await ActivityEnvironment().run(
+                snapshot_database, SnapshotInput(target="big-db", purpose="backup", label="b1")
+            )
+            dump = Path(tmp) / "backup.dump"
+            boto3.client("s3").download_file(backup.bucket, backup.key, str(dump))
+            with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE bare")
+            print("bare pg_restore...", flush=True)
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(
+                str(PG_BIN / "pg_restore"), "--exit-on-error", "--jobs=2", "-d",
+                pg.dsn("bare"), str(dump),
+            )  # fmt: skip
+            assert await process.wait() == 0, "bare pg_restore failed"
+            bare = time.monotonic() - started
+            print("the runbook...", flush=True)
+            async with (
+                await WorkflowEnvironment.start_local(
+                    data_converter=pydantic_data_converter,
+                    dev_server_existing_path=str(BIN / "temporal"),
+                    search_attributes=SEARCH_ATTRIBUTES,
+                ) as env,
+                Worker(
+                    env.client,
+                    task_queue="bench",
+                    workflows=WORKFLOWS,
+                    activities=activities_for(env.client),
+                ),
+            ):
+                report: RunReport = await env.client.execute_workflow(
+                    "BackupRestoreWorkflow",
+                    RunbookInput(target="big-db", requested_by="benchmark", reason="bench"),
+                    id=f"backup_restore-big-{uuid.uuid4().hex[:6]}",
+                    task_queue="bench",
+                    result_type=RunReport,
+                )
+    assert report.status == RunStatus.REMEDIATED, report.summary
+    _print(report, size, backup.size, bare)
+
+
+def _print(report: RunReport, size: int, dump_size: int, bare: float) -> None:
+    t = report.timeline
+    total = (t["verified"] - t["triggered"]).total_seconds()
+    restore_step = next(
+        s.details["result"]["seconds"]
+        for s in report.steps
+        if s.kind == "action" and "restored into" in s.summary
+    )
+    print(f"database {size / 1e9:.2f} GB on disk, dump {dump_size / 1e9:.2f} GB (pg_dump -Fc)")
+    print(f"bare pg_restore --jobs=2:                     {bare:7.1f} s")
+    print(f"runbook restore step (scratch, resumable):    {restore_step:7.1f} s "
+          f"({restore_step / bare:.2f}x bare)")  # fmt: skip
+    print(f"runbook trigger -> verified:                  {total:7.1f} s "
+          f"({total / bare:.2f}x bare)")  # fmt: skip
+    for start, end, label in PHASES:
+        print(f"  {label:<44} {(t[end] - t[start]).total_seconds():7.1f} s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(args.rows))
