@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.backups.activities import (
@@ -119,11 +119,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         except BadInputError as err:
             return await self.finish(RunStatus.ABORTED, f"bad input: {err}")
         except (ActivityError, ChildWorkflowError) as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
-                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            return await self.escalate(f"backup_restore step failed: {message}.{self._state()}")
+            return await self.step_failed(err, "backup_restore step failed", "." + self._state())
 
     @staticmethod
     def _before(value: str | None) -> datetime | None:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput
@@ -69,12 +69,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 "a postgres or mongodb target",
             )
         except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
-                # Bad input (unknown target, broken config): nothing was touched, nobody to page.
-                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            return await self.escalate(f"step failed, nothing further was done: {message}")
+            return await self.step_failed(err, "step failed, nothing further was done")
 
     async def _postgres(self, target: TargetDescription) -> RunReport:
         config = target.pool_restart

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.app_flag import app_read_only_state, set_app_read_only
@@ -97,12 +97,8 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             if is_cancelled_exception(err):  # cancelled while an activity ran
                 await self._restore_after_cancel()
                 raise
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
-                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
             still = " THE TARGET MAY STILL BE READ-ONLY." if self.read_only else ""
-            return await self.escalate(f"step failed: {message}.{still}")
+            return await self.step_failed(err, "step failed", "." + still)
 
     async def _run(self, params: RunbookInput) -> RunReport:
         phase = params.parameters.get("phase", "full")

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput
@@ -76,11 +76,7 @@ class RollbackWorkflow(RunbookWorkflow):
                 )
             return await self._rollback(target)
         except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
-                return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            return await self.escalate(f"rollback step failed: {message}")
+            return await self.step_failed(err, "rollback step failed")
 
     async def _rollback(self, target: TargetDescription) -> RunReport:
         config = target.rollback

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionRequest
@@ -269,6 +269,18 @@ class RunbookWorkflow:
         await self.notify("escalation", "page", reason)
         self.audit.record("escalated", reason)
         return await self.finish(RunStatus.ESCALATED, reason)
+
+    async def step_failed(
+        self, err: ActivityError | ChildWorkflowError, what: str, after: str = ""
+    ) -> RunReport:
+        """End a run whose step failed for good: bad input (unknown target, broken config)
+        aborts, nothing touched and nobody paged; anything else escalates, saying `what`
+        failed with the cause and then `after` (the state the target is left in)."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == "ConfigError":
+            return await self.finish(RunStatus.ABORTED, f"bad input: {cause.message}")
+        message = cause.message if isinstance(cause, ApplicationError) else str(err)
+        return await self.escalate(f"{what}: {message}{after}")
 
     async def release_lease(self) -> None:
         """Let other runbooks act on the target again (finish does this too)."""
