@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 
 from activities.app_flag import check_app_writes
+from activities.keys.rotation import current_version_works
 from activities.mongo import MongoTargetInput, get_mongo_connection_usage
 from activities.postgres import TargetInput, get_connection_usage
 from activities.postgres_read_only import check_writes
@@ -30,6 +31,7 @@ CheckKind = Literal[
     "error_rate_below",
     "writes_refused",
     "writes_accepted",
+    "credential_works",
 ]
 
 
@@ -50,6 +52,8 @@ class CheckSpec(BaseModel):
             return f"{self.target} error rate below {self.threshold:.1%}"
         if self.kind == "writes_refused":
             return f"{self.target} refuses writes and serves reads ({self.mode})"
+        if self.kind == "credential_works":
+            return f"{self.target}'s current version is accepted"
         if self.kind == "writes_accepted":
             return f"{self.target} accepts writes ({self.mode})"
         return f"{self.target} connection usage below {self.threshold:.0%}"
@@ -110,6 +114,11 @@ async def _run_check(client: httpx.AsyncClient, check: CheckSpec) -> CheckObserv
             )
         if check.kind in ("writes_refused", "writes_accepted"):
             return await _write_check(check)
+        if check.kind == "credential_works":
+            works = await current_version_works(check.target)
+            return CheckObservation(
+                check=check.describe(), passed=works, observed="accepted" if works else "refused"
+            )
         if check.kind == "pg_usage_below":
             usage = (await get_connection_usage(TargetInput(target=check.target))).usage
         else:

@@ -12,7 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from activities.keys.config import GenericKeyProviderConfig
+from activities.refs import SecretRef as SecretRef  # re-exported: the config schema names it
+from activities.refs import StrictModel
 
 CONFIG_ENV = "REMEDIATE_CONFIG"
 
@@ -21,34 +25,13 @@ class ConfigError(Exception):
     """The configuration is missing or wrong; the message says what to fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SecretRef(_Strict):
-    """Where a secret lives. Never the secret itself."""
-
-    env: str | None = None
-    secret_arn: str | None = None
-    json_key: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> SecretRef:
-        if (self.env is None) == (self.secret_arn is None):
-            raise ValueError("a secret reference needs exactly one of `env` or `secret_arn`")
-        return self
-
-    def describe(self) -> str:
-        return f"env:{self.env}" if self.env else f"secret:{self.secret_arn}"
-
-
-class RestartHook(_Strict):
+class RestartHook(StrictModel):
     url: str
     token: SecretRef | None = None
     timeout_seconds: float = 30.0
 
 
-class VercelDeploy(_Strict):
+class VercelDeploy(StrictModel):
     """A Vercel project's production deployments (REST API, bearer token)."""
 
     provider: Literal["vercel"]
@@ -59,7 +42,7 @@ class VercelDeploy(_Strict):
     timeout_seconds: float = 30.0
 
 
-class RailwayDeploy(_Strict):
+class RailwayDeploy(StrictModel):
     """A Railway service in one environment (GraphQL API, bearer token)."""
 
     provider: Literal["railway"]
@@ -70,7 +53,7 @@ class RailwayDeploy(_Strict):
     timeout_seconds: float = 30.0
 
 
-class GenericDeploy(_Strict):
+class GenericDeploy(StrictModel):
     """Your own deploy tooling behind four HTTP endpoints (see activities/deploy/generic.py)."""
 
     provider: Literal["generic"]
@@ -87,7 +70,7 @@ DeployConfig = Annotated[
 ]
 
 
-class AppFlagConfig(_Strict):
+class AppFlagConfig(StrictModel):
     """An application's maintenance / read-only switch over HTTP (runbook 004's kill switch).
 
     `url` answers GET with `{"read_only": bool}` and takes PUT `{"read_only": bool}`;
@@ -101,7 +84,7 @@ class AppFlagConfig(_Strict):
     timeout_seconds: float = 10.0
 
 
-class BackupsConfig(_Strict):
+class BackupsConfig(StrictModel):
     """Where a database target's backups live in S3 (runbook 000 "Restore from Backup").
 
     A backup is a `pg_dump -Fc` object under `prefix` whose name ends in `.dump`, with its
@@ -119,8 +102,59 @@ class BackupsConfig(_Strict):
         return self.snapshot_prefix if self.snapshot_prefix is not None else f"{self.prefix}safety/"
 
 
-class TargetConfig(_Strict):
-    kind: Literal["postgres", "mongodb", "http"]
+class PostgresCredential(StrictModel):
+    """A Postgres login whose password the secret holds (AWS's JSON shape: `{"engine",
+    "host", "port", "dbname", "username", "password"}`; apps build their DSN from it).
+
+    - `alternating_users` (zero downtime): two login roles with the same grants (e.g. both
+      members of one group role). A rotation sets a new password on the role the secret does
+      NOT name, switches the secret to it, restarts the consumers, and only then (second gate)
+      revokes the old role's password. Nothing that holds the old credential fails meanwhile.
+    - `single_user`: one role; its password changes in place, so connections the consumers
+      open between the change and their restart fail. The plan says so.
+    """
+
+    type: Literal["postgres"]
+    # A postgres target: its `dsn` (a role with CREATEROLE) runs ALTER ROLE.
+    database: str
+    strategy: Literal["alternating_users", "single_user"] = "alternating_users"
+    users: list[str]
+
+    @model_validator(mode="after")
+    def _users_fit_strategy(self) -> PostgresCredential:
+        wanted = 2 if self.strategy == "alternating_users" else 1
+        if len(self.users) != wanted or len(set(self.users)) != wanted:
+            raise ValueError(
+                f"strategy {self.strategy!r} needs exactly {wanted} distinct login role(s) in "
+                f"`users` (got {self.users})"
+            )
+        return self
+
+
+class ApiKeyCredential(StrictModel):
+    """A third-party API key whose value the secret holds as JSON `{"api_key", "key_id"}`."""
+
+    type: Literal["api_key"]
+    provider: GenericKeyProviderConfig
+
+
+class CredentialConfig(StrictModel):
+    """A credential target (`kind = "secret"`): a Secrets Manager secret, what it unlocks, and
+    which targets use it (restarted or redeployed, through their `[restart]` hook or their
+    `[deploy]` provider, to pick up a new value)."""
+
+    secret_arn: str
+    source: Annotated[PostgresCredential | ApiKeyCredential, Field(discriminator="type")]
+    consumers: list[str] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        if isinstance(self.source, PostgresCredential):
+            return f"postgres login {' / '.join(self.source.users)} on {self.source.database}"
+        return f"API key at {self.source.provider.describe()}"
+
+
+class TargetConfig(StrictModel):
+    kind: Literal["postgres", "mongodb", "http", "secret"]
     environment: str = "production"
     dsn: SecretRef | None = None
     health_url: str | None = None
@@ -132,6 +166,8 @@ class TargetConfig(_Strict):
     deploy: DeployConfig | None = None
     app_flag: AppFlagConfig | None = None
     backups: BackupsConfig | None = None
+    # kind = "secret": the credential the key_rotation runbook rotates.
+    credential: CredentialConfig | None = None
 
     def all_probe_urls(self) -> list[str]:
         urls = [self.health_url] if self.health_url else []
@@ -141,10 +177,15 @@ class TargetConfig(_Strict):
     def _database_needs_dsn(self) -> TargetConfig:
         if self.kind in ("postgres", "mongodb") and self.dsn is None:
             raise ValueError(f'a {self.kind} target needs `dsn = {{ env = "VAR" }}`')
+        if (self.kind == "secret") != (self.credential is not None):
+            raise ValueError(
+                'a target of kind "secret" needs a [credential] section (secret_arn, source, '
+                "consumers), and only such a target may have one"
+            )
         return self
 
 
-class Identity(_Strict):
+class Identity(StrictModel):
     """An approver or requester: who they are is proven by a token whose hash is stored."""
 
     token_sha256: str
@@ -153,12 +194,12 @@ class Identity(_Strict):
     slack_user_id: str | None = None
 
 
-class ApprovalsConfig(_Strict):
+class ApprovalsConfig(StrictModel):
     signing_key: SecretRef = SecretRef(env="REMEDIATE_APPROVAL_SIGNING_KEY")
     max_decision_age_seconds: int = 900
 
 
-class AutoApproveConfig(_Strict):
+class AutoApproveConfig(StrictModel):
     name: str
     actions: list[str]
     max_affected: int
@@ -166,7 +207,7 @@ class AutoApproveConfig(_Strict):
     targets: list[str] = Field(default_factory=list)
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
     required_group: str = "engineering-leads"
     required_group_by_environment: dict[str, str] = Field(default_factory=dict)
     four_eyes: bool = True
@@ -181,7 +222,7 @@ class GateConfig(_Strict):
         return self
 
 
-class PoolRestartConfig(_Strict):
+class PoolRestartConfig(StrictModel):
     usage_threshold: float = 0.8
     idle_older_than_seconds: int = 300
     terminate_batch_size: int = 50
@@ -192,7 +233,7 @@ class PoolRestartConfig(_Strict):
     gate: GateConfig = GateConfig()
 
 
-class ReadOnlyConfig(_Strict):
+class ReadOnlyConfig(StrictModel):
     """`read_only`: stop writes, hold, then restore them."""
 
     # How long a hold lasts before the run moves on to the exit gate by itself.
@@ -211,7 +252,7 @@ class ReadOnlyConfig(_Strict):
         return self
 
 
-class RollbackConfig(_Strict):
+class RollbackConfig(StrictModel):
     """`rollback`: is it really down, and what counts as restored."""
 
     # "Really down": this many probe rounds, `probe_interval_seconds` apart, over every
@@ -240,7 +281,7 @@ class RollbackConfig(_Strict):
         return self
 
 
-class SanityQuery(_Strict):
+class SanityQuery(StrictModel):
     """A query that returns one number; a restored database must satisfy its bounds."""
 
     name: str
@@ -249,7 +290,7 @@ class SanityQuery(_Strict):
     max: float | None = None
 
 
-class BackupRestoreConfig(_Strict):
+class BackupRestoreConfig(StrictModel):
     """`backup_restore`: what a restored database must show before and after the switch."""
 
     sanity_queries: list[SanityQuery] = Field(default_factory=list)
@@ -269,21 +310,33 @@ class BackupRestoreConfig(_Strict):
     gate: GateConfig = GateConfig()
 
 
-class RunbooksConfig(_Strict):
+class KeyRotationConfig(StrictModel):
+    """`key_rotation`: how long consumers get to become healthy on the new credential."""
+
+    verify_consecutive: int = 3
+    verify_interval_seconds: float = 2.0
+    verify_deadline_seconds: float = 120.0
+    # Password length in bytes of randomness (URL-safe text, about 1.3 characters a byte).
+    password_bytes: int = Field(default=32, ge=16, le=96)
+    gate: GateConfig = GateConfig()
+
+
+class RunbooksConfig(StrictModel):
     pool_restart: PoolRestartConfig = PoolRestartConfig()
     backup_restore: BackupRestoreConfig = BackupRestoreConfig()
     read_only: ReadOnlyConfig = ReadOnlyConfig()
     rollback: RollbackConfig = RollbackConfig()
+    key_rotation: KeyRotationConfig = KeyRotationConfig()
 
 
-class NotifyConfig(_Strict):
+class NotifyConfig(StrictModel):
     webhook_url: str | None = None
     webhook_token: SecretRef | None = None
     # A Slack incoming webhook URL is itself a credential, so it is a reference too.
     slack_webhook: SecretRef | None = None
 
 
-class IntakeConfig(_Strict):
+class IntakeConfig(StrictModel):
     """Credentials of the alert senders. Lists, so a new secret can be added before the old
     one is retired (rotation)."""
 
@@ -299,7 +352,7 @@ class IntakeConfig(_Strict):
     timestamp_tolerance_seconds: int = 300
 
 
-class RouteConfig(_Strict):
+class RouteConfig(StrictModel):
     """Which alert starts which runbook on which target."""
 
     name: str
@@ -312,7 +365,7 @@ class RouteConfig(_Strict):
     close_gate_on_resolve: bool = True
 
 
-class SafetyLimits(_Strict):
+class SafetyLimits(StrictModel):
     """Per target and runbook: how often the engine may act on its own account."""
 
     cooldown_seconds: int = 600
@@ -323,7 +376,7 @@ class SafetyLimits(_Strict):
     resume_group: str = "engineering-leads"
 
 
-class EngineConfig(_Strict):
+class EngineConfig(StrictModel):
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     identities: dict[str, Identity] = Field(default_factory=dict)
     approvals: ApprovalsConfig = ApprovalsConfig()
@@ -335,6 +388,27 @@ class EngineConfig(_Strict):
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:
+        for name, target in self.targets.items():
+            credential = target.credential
+            if credential is None:
+                continue
+            source = credential.source
+            if isinstance(source, PostgresCredential) and (
+                source.database not in self.targets
+                or self.targets[source.database].kind != "postgres"
+            ):
+                raise ValueError(
+                    f"targets.{name}.credential.source.database {source.database!r} must name "
+                    "a postgres target (its dsn changes the passwords)"
+                )
+            for consumer in credential.consumers:
+                used = self.targets.get(consumer)
+                if used is None or (used.restart is None and used.deploy is None):
+                    raise ValueError(
+                        f"targets.{name}.credential.consumers: {consumer!r} must name a target "
+                        "with a [restart] hook or a [deploy] provider (so it can pick up a new "
+                        "credential)"
+                    )
         for route in self.routes:
             if route.target not in self.targets:
                 raise ValueError(f"route {route.name!r} names unknown target {route.target!r}")

@@ -20,7 +20,7 @@ class SecretUnavailableError(ConfigError):
 
 
 @lru_cache(maxsize=1)
-def _secretsmanager() -> Any:
+def secretsmanager_client() -> Any:
     # boto3 honours AWS_ENDPOINT_URL, so the same code talks to AWS or the local emulator.
     return boto3.client("secretsmanager")
 
@@ -34,7 +34,10 @@ def resolve_secret(ref: SecretRef) -> str:
             )
         return value
     try:
-        response = _secretsmanager().get_secret_value(SecretId=ref.secret_arn)
+        # AWSCURRENT is AWS's default, named because moto's server does not honour it.
+        response = secretsmanager_client().get_secret_value(
+            SecretId=ref.secret_arn, VersionStage="AWSCURRENT"
+        )
     except Exception as err:
         raise SecretUnavailableError(
             f"cannot read {ref.describe()} from Secrets Manager: {type(err).__name__}"

@@ -15,8 +15,12 @@ from temporalio.exceptions import ApplicationError
 from activities.config import (
     BackupRestoreConfig,
     ConfigError,
+    CredentialConfig,
+    EngineConfig,
     GateConfig,
+    KeyRotationConfig,
     PoolRestartConfig,
+    PostgresCredential,
     ReadOnlyConfig,
     RollbackConfig,
     load_config,
@@ -43,6 +47,24 @@ class GateSettings(BaseModel):
     auto_approve: AutoApproveLimits | None = None
 
 
+class ConsumerDescription(BaseModel):
+    """A target that uses a credential and how it picks up a new value."""
+
+    name: str
+    # "restart_hook" ([restart]) or "deploy" (its [deploy] provider's restart/redeploy).
+    via: str
+    probe_urls: list[str] = []
+
+
+class CredentialDescription(BaseModel):
+    secret_arn: str
+    type: str
+    # "alternating_users" / "single_user" (postgres) or "new_key" (API keys).
+    strategy: str
+    summary: str
+    consumers: list[ConsumerDescription] = []
+
+
 class TargetDescription(BaseModel):
     target: str
     kind: str
@@ -65,6 +87,9 @@ class TargetDescription(BaseModel):
     # `s3://bucket/prefix` of the target's backups, or None without a [backups] section.
     backups_at: str | None = None
     snapshots_at: str | None = None
+    key_rotation: KeyRotationConfig = KeyRotationConfig()
+    # kind = "secret": the credential and its consumers (no value, no token).
+    credential: CredentialDescription | None = None
 
 
 def gate_settings(gate: GateConfig, target: str, environment: str) -> GateSettings:
@@ -100,6 +125,7 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         "read_only": runbooks.read_only.gate,
         "rollback": runbooks.rollback.gate,
         "backup_restore": runbooks.backup_restore.gate,
+        "key_rotation": runbooks.key_rotation.gate,
     }
     if params.runbook not in gates:
         raise ApplicationError(
@@ -130,4 +156,31 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         backup_restore=runbooks.backup_restore.model_copy(update=no_gate),
         backups_at=f"s3://{backups.bucket}/{backups.prefix}" if backups else None,
         snapshots_at=f"s3://{backups.bucket}/{backups.snapshots()}" if backups else None,
+        key_rotation=runbooks.key_rotation.model_copy(update=no_gate),
+        credential=_credential(config, target.credential),
+    )
+
+
+def _credential(
+    config: EngineConfig, credential: CredentialConfig | None
+) -> CredentialDescription | None:
+    if credential is None:
+        return None
+    source = credential.source
+    consumers = []
+    for name in credential.consumers:
+        used = config.target(name)
+        consumers.append(
+            ConsumerDescription(
+                name=name,
+                via="restart_hook" if used.restart is not None else "deploy",
+                probe_urls=used.all_probe_urls(),
+            )
+        )
+    return CredentialDescription(
+        secret_arn=credential.secret_arn,
+        type=source.type,
+        strategy=source.strategy if isinstance(source, PostgresCredential) else "new_key",
+        summary=credential.describe(),
+        consumers=consumers,
     )

@@ -14,20 +14,31 @@
 - `GET /metrics`: `error_rate` (Prometheus text), 1.0 while a bad release serves.
 - `POST /debug/release` (`{"deployment_id", "good"}`) is what the fake deploy platforms call
   when production switches release: a bad release makes `/health` answer 500.
+- Credentials from AWS Secrets Manager, as a real app reads them: with DEMO_DB_SECRET_ARN set,
+  the database login comes from that secret (AWS's JSON shape `{"host", "port", "dbname",
+  "username", "password"}`) instead of DEMO_DATABASE_URL; with DEMO_API_KEY_SECRET_ARN and
+  DEMO_API_VERIFY_URL set, `/health` also calls the vendor with the key in that secret
+  (`{"api_key"}`). Both are read at start and again on `POST /admin/restart` only, so a
+  rotated credential reaches the app when it restarts (what the key_rotation runbook does).
 
 Run: `uvicorn infra.demo_app:app` with DEMO_DATABASE_URL and DEMO_ADMIN_TOKEN set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import os
 import time
 from typing import Annotated, Any
 
+import boto3
+import httpx
 import psycopg
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
+from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel
 
 app = FastAPI(title="orders-api (remediation demo target)")
@@ -38,8 +49,57 @@ _restarts: dict[str, float] = {}
 _started_at = time.time()
 
 
+_credentials: dict[str, str] = {}
+
+
+def _secret(arn: str) -> dict[str, Any]:
+    # AWSCURRENT is AWS's default; said explicitly because moto's server returns the first
+    # version when no stage is named, even after AWSCURRENT moved.
+    client = boto3.client("secretsmanager")
+    value = client.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"]
+    data = json.loads(value)
+    assert isinstance(data, dict)
+    return data
+
+
+def _load_credentials() -> None:
+    """Read the credentials the app uses until its next restart."""
+    fresh: dict[str, str] = {}
+    if arn := os.environ.get("DEMO_DB_SECRET_ARN"):
+        login = _secret(arn)
+        fresh["dsn"] = make_conninfo(
+            host=str(login["host"]),
+            port=str(login.get("port", 5432)),
+            dbname=str(login.get("dbname", "postgres")),
+            user=str(login["username"]),
+            password=str(login["password"]),
+        )
+    if arn := os.environ.get("DEMO_API_KEY_SECRET_ARN"):
+        fresh["api_key"] = str(_secret(arn)["api_key"])
+    _credentials.clear()
+    _credentials.update(fresh)
+
+
 def _dsn() -> str:
+    if os.environ.get("DEMO_DB_SECRET_ARN"):
+        if "dsn" not in _credentials:
+            _load_credentials()
+        return _credentials["dsn"]
     return os.environ["DEMO_DATABASE_URL"]
+
+
+async def _api_key_refused() -> str | None:
+    """The vendor's verdict on the app's API key: None when accepted (or none configured)."""
+    url = os.environ.get("DEMO_API_VERIFY_URL")
+    if not url or not os.environ.get("DEMO_API_KEY_SECRET_ARN"):
+        return None
+    if "api_key" not in _credentials:
+        await asyncio.to_thread(_load_credentials)
+    async with httpx.AsyncClient(timeout=3) as client:
+        response = await client.get(
+            url, headers={"Authorization": f"Bearer {_credentials['api_key']}"}
+        )
+    return None if response.status_code == 200 else f"API key refused ({response.status_code})"
 
 
 def _check_admin(authorization: str) -> None:
@@ -55,6 +115,11 @@ async def health() -> JSONResponse:
             {"status": "error", "release": _state["release"], "error": "bad release"},
             status_code=500,
         )
+    refused = await _api_key_refused()
+    if refused is not None:
+        return JSONResponse({"status": "unhealthy", "error": refused}, status_code=503)
+    if not os.environ.get("DEMO_DATABASE_URL") and not os.environ.get("DEMO_DB_SECRET_ARN"):
+        return JSONResponse({"status": "ok", "database": "none configured"})
     try:
         async with await psycopg.AsyncConnection.connect(
             _dsn(), connect_timeout=3, application_name="orders-api-health"
@@ -95,6 +160,7 @@ async def restart(
     closed = len(_leaked)
     while _leaked:
         await _leaked.pop().close()
+    await asyncio.to_thread(_load_credentials)
     now = time.time()
     if idempotency_key:
         _restarts[idempotency_key] = now

@@ -17,6 +17,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.backups import s3
+from activities.secrets import secretsmanager_client
 from infra.local_postgres import PostgresServer, free_port, postgres_server
 from infra.processes import server_process
 from tests.support import (
@@ -69,6 +71,31 @@ def moto_endpoint() -> Iterator[str]:
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, quiet=True
     ):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def aws_env(moto_endpoint: str) -> Iterator[str]:
+    """boto3 (tests, activities, apps started by tests) talks to moto's server meanwhile."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    s3.s3_client.cache_clear()
+    secretsmanager_client.cache_clear()
+    yield moto_endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    s3.s3_client.cache_clear()
+    secretsmanager_client.cache_clear()
 
 
 @pytest.fixture(scope="session")

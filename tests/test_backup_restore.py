@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.backups import s3
 from activities.backups.activities import snapshot_database
 from activities.backups.models import SnapshotInput
 from infra.local_postgres import PG_BIN, PostgresServer
@@ -156,26 +154,10 @@ def corrupt(shop: Shop) -> None:
 
 
 @pytest.fixture(scope="module")
-def aws(moto_endpoint: str) -> Iterator[str]:
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    s3.s3_client.cache_clear()
+def aws(aws_env: str) -> str:
     bucket = f"backups-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
-    yield bucket
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    s3.s3_client.cache_clear()
+    return bucket
 
 
 def configure(tmp_path: Path, shop: Shop, bucket: str, jobs: int = 2) -> Path:

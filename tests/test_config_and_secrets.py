@@ -59,7 +59,7 @@ def test_secret_arn_resolves_through_secrets_manager(
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
-    secrets._secretsmanager.cache_clear()
+    secrets.secretsmanager_client.cache_clear()
     client = boto3.client("secretsmanager")
     arn = client.create_secret(
         Name="orders-db-dsn", SecretString='{"dsn": "postgresql://u:s3cret@h/db"}'
@@ -69,7 +69,7 @@ def test_secret_arn_resolves_through_secrets_manager(
     with pytest.raises(ConfigError) as missing:
         secrets.resolve_secret(SecretRef(secret_arn=arn + "-gone"))
     assert "s3cret" not in str(missing.value)
-    secrets._secretsmanager.cache_clear()
+    secrets.secretsmanager_client.cache_clear()
 
 
 class TestDecisionChecks:

@@ -27,6 +27,16 @@ from activities.checks import verify_until_stable
 from activities.config import load_config
 from activities.deploy.activities import find_deployments, restart_service, rollback_deployment
 from activities.deploy.hook import restart_app
+from activities.keys.rotation import (
+    audit_credential,
+    create_pending_version,
+    finish_rotation,
+    inspect_credential,
+    restore_previous_version,
+    revoke_credential_version,
+    set_pending_on_target,
+    test_credential_version,
+)
 from activities.mongo import get_mongo_connection_usage
 from activities.notify import notify
 from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
@@ -40,6 +50,7 @@ from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from workers.settings import Settings, connect
 from workflows.backup_restore import BackupRestoreWorkflow
+from workflows.key_rotation import KeyRotationWorkflow
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.read_only import ReadOnlyWorkflow
 from workflows.rollback import RollbackWorkflow
@@ -47,6 +58,7 @@ from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 WORKFLOWS: Sequence[type] = (
     BackupRestoreWorkflow,
+    KeyRotationWorkflow,
     PoolRestartWorkflow,
     ReadOnlyWorkflow,
     RollbackWorkflow,
@@ -64,6 +76,14 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     switch_in_restored,
     validate_database,
     authenticate_decision,
+    audit_credential,
+    create_pending_version,
+    finish_rotation,
+    inspect_credential,
+    restore_previous_version,
+    revoke_credential_version,
+    set_pending_on_target,
+    test_credential_version,
     check_app_writes,
     check_writes,
     describe_target,

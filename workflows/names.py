@@ -10,12 +10,14 @@ POOL_RESTART = "pool_restart"
 READ_ONLY = "read_only"
 ROLLBACK = "rollback"
 BACKUP_RESTORE = "backup_restore"
+KEY_ROTATION = "key_rotation"
 
 RUNBOOK_WORKFLOW_TYPES = {
     POOL_RESTART: "PoolRestartWorkflow",
     READ_ONLY: "ReadOnlyWorkflow",
     ROLLBACK: "RollbackWorkflow",
     BACKUP_RESTORE: "BackupRestoreWorkflow",
+    KEY_ROTATION: "KeyRotationWorkflow",
 }
 
 SA_RUNBOOK = SearchAttributeKey.for_keyword("RemediationRunbook")

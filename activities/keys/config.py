@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from activities.config import SecretRef
+from activities.refs import SecretRef
 
 
 class GenericKeyProviderConfig(BaseModel):
