@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -19,10 +20,13 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import boto3
 import psycopg
+from psycopg import sql
 
+from activities.keys.postgres_login import scram_verifier
 from infra.demo_release import VERCEL_PORT, ship
 from infra.local_postgres import LocalCluster, wait_for_port
 from workflows.names import SEARCH_ATTRIBUTES
@@ -43,6 +47,8 @@ DEMO_SECRETS = (
 )
 DEMO_BUCKET = "demo-backups"  # the orders database's backups, in the local S3 (moto)
 APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
+APP_LOGINS = ("orders_app_a", "orders_app_b")
+APP_LOGIN_ID = "demo/orders-app-db"  # the Secrets Manager secret the demo app logs in with
 
 
 def demo_secrets() -> dict[str, str]:
@@ -59,13 +65,37 @@ def demo_secrets() -> dict[str, str]:
 
 
 def _prepare_database(cluster: LocalCluster, superuser_password: str) -> str:
+    """The orders database, owned by `app`. The demo app logs in as one of two login roles
+    that act as `app` (the key_rotation runbook's alternating users); which one, with which
+    password, is in the secret APP_LOGIN_ID (written by `_store_app_login`)."""
     dsn = f"postgresql://postgres:{superuser_password}@127.0.0.1:{cluster.port}/postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'").fetchone():
             conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'")
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'orders'").fetchone():
             conn.execute("CREATE DATABASE orders OWNER app")
+        for user in APP_LOGINS:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [user]).fetchone():
+                # Sessions act as `app`, so what they create is app's, whichever login is in use.
+                conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE app")
+                conn.execute(f"ALTER ROLE {user} SET role = 'app'")
     return dsn.rsplit("/", 1)[0] + "/orders"
+
+
+def _store_app_login(env: dict[str, str], superuser_dsn: str) -> None:
+    """moto keeps secrets in memory: at each start, a fresh password on the first login and
+    the secret naming it (AWS's JSON shape), which the demo app reads."""
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(APP_LOGINS[0]), sql.Literal(scram_verifier(password))
+            )
+        )
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(APP_LOGINS[1])))
+    login = {"engine": "postgres", "host": "127.0.0.1", "port": PG_PORT, "dbname": "orders",
+             "username": APP_LOGINS[0], "password": password}  # fmt: skip
+    _aws(env, "secretsmanager").create_secret(Name=APP_LOGIN_ID, SecretString=json.dumps(login))
 
 
 def worker_environment(values: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,15 +116,18 @@ def worker_environment(values: dict[str, str] | None = None) -> dict[str, str]:
     return env | {name: values[name] for name in DEMO_SECRETS[3:]}
 
 
-def _create_bucket(env: dict[str, str]) -> None:
-    client = boto3.client(
-        "s3",
+def _aws(env: dict[str, str], service: str) -> Any:
+    return boto3.client(
+        service,
         endpoint_url=env["AWS_ENDPOINT_URL"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
-    client.create_bucket(Bucket=DEMO_BUCKET)  # moto keeps buckets in memory: one per start
+
+
+def _create_bucket(env: dict[str, str]) -> None:
+    _aws(env, "s3").create_bucket(Bucket=DEMO_BUCKET)  # moto keeps buckets in memory
 
 
 class Stack:
@@ -125,10 +158,14 @@ class Stack:
         self.cluster.init()
         self.cluster.stop()  # a previous run killed without cleanup leaves a server behind
         self.cluster.start()
-        _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
+        orders_dsn = _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
 
         self.spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)])
-        app_dsn = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{PG_PORT}/orders"
+        worker_env = worker_environment(values)
+        wait_for_port("127.0.0.1", MOTO_PORT, 30)
+        _create_bucket(worker_env)
+        _store_app_login(worker_env, orders_dsn)
+        aws = {k: v for k, v in worker_env.items() if k.startswith("AWS_")}
         self.spawn(
             "demo-app",
             [
@@ -138,7 +175,11 @@ class Stack:
                 str(APP_PORT),
                 "--no-access-log",
             ],
-            {"DEMO_DATABASE_URL": app_dsn, "DEMO_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"]},
+            aws
+            | {
+                "DEMO_DB_SECRET_ARN": APP_LOGIN_ID,
+                "DEMO_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
+            },
         )
         vercel = [sys.executable, "-m", "infra.fakes.vercel", "--port", str(VERCEL_PORT)]
         self.spawn("vercel", vercel)
@@ -146,9 +187,6 @@ class Stack:
         wait_for_port("127.0.0.1", APP_PORT, 30)
         wait_for_port("127.0.0.1", VERCEL_PORT, 30)
         asyncio.run(ship(values["VERCEL_TOKEN"], broken=False))
-        worker_env = worker_environment(values)
-        wait_for_port("127.0.0.1", MOTO_PORT, 30)
-        _create_bucket(worker_env)
         self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
         self.spawn(
             "service",

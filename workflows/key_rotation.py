@@ -287,7 +287,8 @@ class KeyRotationWorkflow(RunbookWorkflow):
                     if state.sessions_of_current
                     else ""
                 )
-                + f"; {', '.join(c.name for c in consumers) or 'its users'} fail until the new "
+                + f"; its users ({', '.join(c.name for c in consumers) or 'none configured'}) "
+                "fail until the new "
                 f"credential ({state.next_principal}, version {self.token}) is issued and "
                 "they are restarted; then audit. Cannot be undone",
                 affected=max(1, len(consumers)),
