@@ -140,7 +140,6 @@ class PostgresLogin:
         user = str(data["username"])
         acted, terminated = False, 0
         async with await pg.admin(self._admin_dsn()) as conn:
-            sessions = await pg.sessions_of(conn, user)
             if await pg.login_works(data):
                 if not compromised and user == pg.parse(current, self.arn)["username"]:
                     raise ApplicationError(
@@ -150,6 +149,8 @@ class PostgresLogin:
                     )
                 await pg.remove_password(conn, user)
                 acted = True
+            # Listed after the password is gone, so no session can open after the list.
+            sessions = await pg.sessions_of(conn, user)
             if compromised:
                 terminated = await pg.terminate(conn, [s.pid for s in sessions])
         return RevokeResult(
