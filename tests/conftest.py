@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 
 import psycopg
 import pytest
@@ -138,3 +139,22 @@ def sessions(orders_db: OrdersDatabase) -> Iterator[Sessions]:
 def webhook() -> Iterator[Receiver]:
     with webhook_receiver() as server:
         yield server
+
+
+@pytest.fixture
+def app_factory(aws_env: str) -> Iterator[Callable[..., DemoApp]]:
+    """Start demo apps that read their credentials from Secrets Manager (key_rotation's
+    consumers); `ROT_APP_TOKEN` holds the last one's admin token."""
+    with ExitStack() as stack:
+
+        def start(**env: str) -> DemoApp:
+            port, token = free_port(), "admin-" + uuid.uuid4().hex
+            process_env = {**os.environ, "DEMO_ADMIN_TOKEN": token, "DEMO_DATABASE_URL": "", **env}
+            command = [str(BIN / "uvicorn"), "infra.demo_app:app", "--port", str(port)]
+            stack.enter_context(
+                server_process([*command, "--log-level", "warning"], port, process_env)
+            )
+            os.environ["ROT_APP_TOKEN"] = token
+            return DemoApp(url=f"http://127.0.0.1:{port}", admin_token=token)
+
+        yield start

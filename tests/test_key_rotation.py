@@ -18,8 +18,6 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +26,6 @@ from typing import Any
 import boto3
 import httpx
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from temporalio.client import WorkflowHandle
@@ -39,7 +36,7 @@ from temporalio.worker import Replayer
 from activities.keys.postgres_login import scram_verifier
 from infra.local_postgres import PostgresServer, free_port
 from infra.processes import server_process
-from tests.support import BIN, eventually, mint, write_config
+from tests.support import BIN, DemoApp, eventually, mint, write_config
 from workers.worker import WORKFLOWS, build_worker
 from workflows.key_rotation import KeyRotationWorkflow
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
@@ -103,12 +100,6 @@ revoke_url = "{keys}/v1/keys/{{id}}/revoke"
 verify_url = "{keys}/v1/verify"
 admin_token = {{ env = "ROT_KEYS_ADMIN" }}
 """
-
-
-@dataclass
-class App:
-    url: str
-    token: str
 
 
 @dataclass
@@ -183,24 +174,6 @@ def make_login(server: PostgresServer, strategy: str) -> Login:
     return Login(server, database, arn)
 
 
-@pytest.fixture
-def app_factory(aws_env: str) -> Iterator[Any]:
-    """Start the demo app reading its credentials from Secrets Manager."""
-    with ExitStack() as stack:
-
-        def start(**env: str) -> App:
-            port, token = free_port(), "admin-" + uuid.uuid4().hex
-            process_env = {**os.environ, "DEMO_ADMIN_TOKEN": token, "DEMO_DATABASE_URL": "", **env}
-            command = [str(BIN / "uvicorn"), "infra.demo_app:app", "--port", str(port)]
-            stack.enter_context(
-                server_process([*command, "--log-level", "warning"], port, process_env)
-            )
-            os.environ["ROT_APP_TOKEN"] = token
-            return App(url=f"http://127.0.0.1:{port}", token=token)
-
-        yield start
-
-
 async def approve(env: WorkflowEnvironment, workflow_id: str, who: str) -> GateView:
     handle = env.client.get_workflow_handle(workflow_id)
     seen: set[str] = set()
@@ -231,7 +204,7 @@ def history_text(history: Any) -> str:
     return json.dumps(history.to_json_dict())
 
 
-def health(app: App) -> int:
+def health(app: DemoApp) -> int:
     return httpx.get(f"{app.url}/health", timeout=10).status_code
 
 

@@ -35,7 +35,6 @@ from activities.keys.rotation import create_pending_version
 from activities.keys.rotation_models import CredentialInput
 from infra.local_postgres import PostgresServer, free_port
 from infra.processes import server_process
-from tests import test_key_rotation as key_rotation_tests
 from tests.support import BIN, eventually, mint, write_config
 from tests.test_key_rotation import (
     APP_TARGET,
@@ -54,8 +53,6 @@ from workflows.models import GateView, RunStatus
 from workflows.runbook import RunbookWorkflow
 
 CREATED = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
-# The demo app as the credential's consumer: test_key_rotation's fixture, shared by name.
-app_factory = key_rotation_tests.app_factory
 
 
 # -- helpers ---------------------------------------------------------------------------------
