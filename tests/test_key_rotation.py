@@ -8,7 +8,8 @@ key service fake for API keys, a real Temporal dev server.
 - Postgres, single user, an app that stays unhealthy: the previous version is current again,
   the role's password is the old one again, escalated.
 - API key, compromised: the exposed key is revoked first and refused, a new one is issued and
-  reaches the app, the report gives the exposure; no key value is in the history.
+  reaches the app (restarted through its deploy provider), the report gives the exposure; no
+  key value is in the history.
 """
 
 from __future__ import annotations
@@ -79,6 +80,21 @@ type = "postgres"
 database = "rot-db"
 strategy = "{strategy}"
 users = {users}
+"""
+
+# The same app as a service on a deploy platform: restarted through its [deploy] provider.
+DEPLOYED_APP = """
+[targets.rot-web]
+kind = "http"
+health_url = "{app}/health"
+
+[targets.rot-web.deploy]
+provider = "generic"
+current_url = "{app}/"
+list_url = "{app}/"
+rollback_url = "{app}/"
+restart_url = "{app}/admin/restart"
+token = {{ env = "ROT_APP_TOKEN" }}
 """
 
 KEY_CREDENTIAL = """
@@ -329,7 +345,9 @@ async def test_compromised_api_key_is_revoked_first_then_replaced_and_audited(
         os.environ["ROT_KEYS_ADMIN"] = admin
         write_config(
             tmp_path,
-            APP_TARGET.format(app=app.url, deadline=30) + KEY_CREDENTIAL.format(arn=arn, keys=keys),
+            APP_TARGET.format(app=app.url, deadline=30)
+            + DEPLOYED_APP.format(app=app.url)
+            + KEY_CREDENTIAL.format(arn=arn, keys=keys).replace('["rot-api"]', '["rot-web"]'),
         )
         queue = f"kr-{uuid.uuid4().hex[:6]}"
         async with build_worker(dev_env.client, queue):
@@ -354,6 +372,7 @@ async def test_compromised_api_key_is_revoked_first_then_replaced_and_audited(
     assert by_id[current["key_id"]] == "active" and current["key_id"] != "key_exposed"
     steps = [s.kind for s in report.steps]
     assert steps.index("revoke") < steps.index("test"), "revoked before the new key is issued"
+    assert any("restarted rot-web (deploy)" in s.summary for s in report.steps)
     audit = next(s for s in report.steps if s.kind == "audit")
     assert any("key_other" in w for w in audit.details["warnings"])
     text = history_text(recorded)

@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         Validation,
     )
     from activities.checks import CheckSpec, VerifyInput
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -98,13 +98,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         self.mark("triggered", workflow.info().start_time)
         try:
             before = self._before(params.parameters.get("before"))
-            target = await workflow.execute_activity(
-                describe_target,
-                DescribeTargetInput(runbook=self.runbook, target=params.target),
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=READ_RETRY,
-            )
-            self.gate.settings = target.gate
+            target = await self.describe_target()
             if target.kind != "postgres":
                 raise BadInputError(
                     f"target {target.target!r} is {target.kind}; backup_restore restores "

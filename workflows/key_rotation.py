@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         RevokeResult,
         VersionInput,
     )
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -107,13 +107,7 @@ class KeyRotationWorkflow(RunbookWorkflow):
                 "new version's id)",
             )
         try:
-            target = await workflow.execute_activity(
-                describe_target,
-                DescribeTargetInput(runbook=self.runbook, target=params.target),
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=READ_RETRY,
-            )
-            self.gate.settings = target.gate
+            target = await self.describe_target()
             if target.credential is None:
                 return await self.finish(
                     RunStatus.ABORTED,

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         get_connection_usage,
         terminate_sessions,
     )
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -52,13 +52,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
     async def run(self, params: RunbookInput) -> RunReport:
         self.start()
         try:
-            target = await workflow.execute_activity(
-                describe_target,
-                DescribeTargetInput(runbook=self.runbook, target=params.target),
-                start_to_close_timeout=READ_TIMEOUT,
-                retry_policy=READ_RETRY,
-            )
-            self.gate.settings = target.gate
+            target = await self.describe_target()
             if target.kind == "postgres":
                 return await self._postgres(target)
             if target.kind == "mongodb":

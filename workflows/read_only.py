@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput
     from activities.postgres_read_only import pg_read_only_state, set_database_read_only
     from activities.read_only_models import ReadOnlyInput, ReadOnlyResult
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -104,13 +104,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
         phase = params.parameters.get("phase", "full")
         if phase not in PHASES:
             raise BadInputError(f"parameter phase={phase!r}; use one of {', '.join(PHASES)}")
-        target = await workflow.execute_activity(
-            describe_target,
-            DescribeTargetInput(runbook=self.runbook, target=params.target),
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=READ_RETRY,
-        )
-        self.gate.settings = target.gate
+        target = await self.describe_target()
         self.mode = self._choose_mode(target, params.parameters.get("mode"))
         if phase in ("full", "enter"):
             ended = await self._enter(target)

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.deploy.models import Deployment
     from activities.probes import AssessInput, assess_down
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
+    from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -62,13 +62,7 @@ class RollbackWorkflow(RunbookWorkflow):
         self.start()
         self.mark("triggered", workflow.info().start_time)
         try:
-            target = await workflow.execute_activity(
-                describe_target,
-                DescribeTargetInput(runbook=self.runbook, target=params.target),
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=READ_RETRY,
-            )
-            self.gate.settings = target.gate
+            target = await self.describe_target()
             if target.deploy_provider is None:
                 return await self.finish(
                     RunStatus.ABORTED,

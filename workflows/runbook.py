@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput, VerifyResult, verify_until_stable
     from activities.notify import Notification, notify
     from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
+    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
     from workflows.approval_gate import ApprovalGate
     from workflows.audit import AuditTrail
     from workflows.models import (
@@ -121,6 +122,17 @@ class RunbookWorkflow:
             self.gate.resolved_by = f"alert:{alert.source}"
 
     # -- helpers for runbooks ------------------------------------------------------------
+
+    async def describe_target(self) -> TargetDescription:
+        """The target as this runbook sees it (no secrets), and its gate's policy."""
+        target = await workflow.execute_activity(
+            describe_target,
+            DescribeTargetInput(runbook=self.runbook, target=self.params.target),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=READ_RETRY,
+        )
+        self.gate.settings = target.gate
+        return target
 
     def set_status(self, status: RunStatus, summary: str) -> None:
         self.status, self.summary = status, summary
