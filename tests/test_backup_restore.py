@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -334,3 +334,47 @@ async def test_a_worker_killed_mid_restore_is_replaced_and_the_restore_resumes(
     assert "public.customers" in action.details["result"]["resumed_tables"]
     with shop.connect() as conn:
         assert fingerprint(conn) == good
+
+
+async def test_a_cancelled_restore_drops_its_scratch_database_and_keeps_writes_off(
+    dev_env: WorkflowEnvironment, postgres: PostgresServer, aws: str, tmp_path: Path
+) -> None:
+    shop = create_shop(postgres, "shopc", events=1500000)
+    configure(tmp_path, shop, aws, jobs=1)
+    await take_backup("nightly-c")
+    await asyncio.sleep(1.1)
+    corrupted_at = datetime.now(UTC)
+    corrupt(shop)
+    with shop.connect() as conn:
+        bad = fingerprint(conn)
+    queue = f"brc-{uuid.uuid4().hex[:6]}"
+    async with build_worker(dev_env.client, queue):
+        handle = await start(dev_env, queue, before=corrupted_at.isoformat())
+        approvals = asyncio.create_task(approve_gates(dev_env, handle.id, ["bob", "carol", "bob"]))
+
+        async def restoring() -> bool:
+            with shop.connect("postgres") as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname LIKE 'shopc_restore_%'"
+                ).fetchone()
+            return row is not None
+
+        await eventually(restoring, seconds=120, every=0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 120)
+        approvals.cancel()
+        report = await handle.query(BackupRestoreWorkflow.report)
+    assert report.status == RunStatus.CANCELLED, report.summary
+    assert "dropped the half-restored" in report.summary
+    assert "STILL READ-ONLY" in report.summary and "--param phase=exit" in report.summary
+    with shop.connect("postgres") as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+        setting = conn.execute(
+            "SELECT setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'shopc'"
+        ).fetchone()
+    assert [n for n in names if n.startswith("shopc_")] == [], "no scratch database is left"
+    assert setting is not None and "default_transaction_read_only=on" in setting[0]
+    with shop.connect() as conn:
+        assert fingerprint(conn) == bad, "the live database was not touched"

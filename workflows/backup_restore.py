@@ -15,17 +15,22 @@
    database, exit read-only (child, `phase=exit`, its own gate) and report the data-loss
    window and the snapshot. Failed verification: switch back, escalate, stay read-only.
 
+Cancelled: a restored database not yet verified is switched back, a half-restored scratch
+database is dropped, and the target STAYS read-only (its data is the reason for the restore):
+the run pages with the command that restores writes through the read_only exit gate.
+
 Parameters: `before` (ISO 8601, UTC if no offset), `backup` (a key or file name).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.backups.activities import (
@@ -91,6 +96,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         super().__init__(params)
         self.read_only = False
         self.switched = False
+        # Set once the restore starts: what a cancellation has to clean up.
+        self.names: DatabaseNames | None = None
 
     @workflow.run
     async def run(self, params: RunbookInput) -> RunReport:
@@ -110,9 +117,15 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     "with the S3 bucket and prefix of its backups"
                 )
             return await self._restore(target, before, params.parameters.get("backup"))
+        except asyncio.CancelledError:
+            await self._clean_up_after_cancel()
+            raise
         except BadInputError as err:
             return await self.finish(RunStatus.ABORTED, f"bad input: {err}")
         except (ActivityError, ChildWorkflowError) as err:
+            if is_cancelled_exception(err):  # cancelled while an activity or child ran
+                await self._clean_up_after_cancel()
+                raise
             return await self.step_failed(err, "backup_restore step failed", "." + self._state())
 
     @staticmethod
@@ -190,6 +203,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         names: DatabaseNames,
     ) -> RunReport:
         run = self._run_marker()
+        self.names = names
         self.set_status(RunStatus.ACTING, f"Restoring {backup.url} into {names.scratch}")
         restored = await workflow.execute_activity(
             restore_to_scratch,
@@ -262,6 +276,44 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             return await self.escalate(summary + "; WRITES ARE STILL OFF: the read-only exit "
                                        "did not complete")  # fmt: skip
         return await self.finish(RunStatus.REMEDIATED, summary)
+
+    async def _clean_up_after_cancel(self) -> None:
+        """Leave no half-done restore behind; keep writes off and say how to restore them."""
+        names, run, done = self.names, self._run_marker(), []
+        try:
+            if names is not None and self.switched and "verified" not in self.timeline:
+                back = await workflow.execute_activity(
+                    switch_back,
+                    SwitchInput(target=self.params.target, names=names, run=run),
+                    start_to_close_timeout=TIMEOUT,
+                    retry_policy=READ_RETRY,
+                )
+                self.switched = False
+                done.append(back.detail)
+            if names is not None and not self.switched:
+                dropped = await workflow.execute_activity(
+                    drop_replaced,
+                    DropInput(
+                        target=self.params.target, database=names.scratch, run=run, role="scratch"
+                    ),
+                    start_to_close_timeout=TIMEOUT,
+                    retry_policy=READ_RETRY,
+                )
+                if dropped:
+                    done.append(f"dropped the half-restored {names.scratch}")
+        except ActivityError as err:
+            done.append(f"clean-up FAILED ({err.cause}); look at the databases by hand")
+        summary = "cancelled" + "".join(f"; {d}" for d in done) + "." + self._state()
+        if self.read_only:
+            summary += (
+                " Writes come back through the read-only exit gate: remediate start read_only "
+                f"--target {self.params.target} --param phase=exit --param mode=postgres"
+            )
+        self.audit.record("cancel_cleanup", summary)
+        await self.notify("backup_restore_cancelled", "page" if self.read_only else "warning",
+                          summary)  # fmt: skip
+        await self.release_lease()
+        self.set_status(RunStatus.CANCELLED, summary)
 
     async def _read_only(self, phase: str, target: TargetDescription) -> RunReport:
         info = workflow.info()

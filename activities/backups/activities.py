@@ -470,9 +470,9 @@ async def drop_replaced(params: DropInput) -> bool:
         present = await dbs.databases(admin, [params.database])
         if params.database not in present:
             return False
-        if not dbs.is_ours(present[params.database], params.run, "previous"):
+        if not dbs.is_ours(present[params.database], params.run, params.role):
             raise ApplicationError(
-                f"{params.database!r} is not the database this run replaced; not dropping it",
+                f"{params.database!r} is not this run's {params.role} database; not dropping it",
                 non_retryable=True,
             )
         await dbs.drop(admin, params.database)

@@ -139,3 +139,6 @@ class DropInput(BaseModel):
     target: str
     database: str
     run: str
+    # Which of the run's databases this must be: "previous" (replaced), or "scratch" (a
+    # restore cancelled before its switch).
+    role: str = "previous"
