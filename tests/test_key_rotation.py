@@ -7,6 +7,7 @@ key service fake for API keys, a real Temporal dev server.
   nothing; no password is in the history.
 - Postgres, single user, an app that stays unhealthy: the previous version is current again,
   the role's password is the old one again, escalated.
+- Single user, cancelled while verifying: the rotation is undone the same way.
 - API key, compromised: the exposed key is revoked first and refused, a new one is issued and
   reaches the app (restarted through its deploy provider), the report gives the exposure; no
   key value is in the history.
@@ -27,9 +28,10 @@ from typing import Any
 import boto3
 import httpx
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -377,3 +379,42 @@ async def test_compromised_api_key_is_revoked_first_then_replaced_and_audited(
     assert any("key_other" in w for w in audit.details["warnings"])
     text = history_text(recorded)
     assert exposed not in text and current["api_key"] not in text and admin not in text
+
+
+async def test_a_rotation_cancelled_during_verification_is_undone(
+    dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
+) -> None:
+    login = make_login(postgres, "single_user")
+    old = login.secret()
+    app = app_factory(DEMO_DB_SECRET_ARN=login.arn)
+    await asyncio.to_thread(
+        httpx.post, f"{app.url}/debug/release", json={"deployment_id": "dpl_bad", "good": False}
+    )
+    os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
+    write_config(
+        tmp_path,
+        APP_TARGET.format(app=app.url, deadline=120)
+        + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
+    )
+    token = uuid.uuid4().hex
+    queue = f"kr-{uuid.uuid4().hex[:6]}"
+    async with build_worker(dev_env.client, queue):
+        handle = await start(
+            dev_env, queue, "app-db-credentials", f"kr-cancel-{token[:6]}", token=token
+        )
+        await approve(dev_env, handle.id, "bob")
+
+        async def verifying() -> bool:
+            report = await handle.query(KeyRotationWorkflow.report)
+            return report.status == RunStatus.VERIFYING
+
+        await eventually(verifying, 60)
+        assert login.versions()[token] == ["AWSCURRENT"]
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+        report = await handle.query(KeyRotationWorkflow.report)
+    assert report.status == RunStatus.CANCELLED, report.summary
+    assert "rotation undone" in report.summary
+    assert "AWSCURRENT" not in login.versions()[token]
+    assert login.secret() == old and login.logs_in(old), "the old password works again"

@@ -28,13 +28,14 @@ No value crosses the workflow boundary: activities take the target and version i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput
@@ -85,6 +86,15 @@ class StepFailed(Exception):
 class KeyRotationWorkflow(RunbookWorkflow):
     runbook = KEY_ROTATION
 
+    @workflow.init
+    def __init__(self, params: RunbookInput) -> None:
+        super().__init__(params)
+        self.token = ""
+        self.mode = "rotate"
+        # Known once inspected: what a cancellation has to undo.
+        self.described: TargetDescription | None = None
+        self.state: CredentialState | None = None
+
     @workflow.run
     async def run(self, params: RunbookInput) -> RunReport:
         self.start()
@@ -130,11 +140,55 @@ class KeyRotationWorkflow(RunbookWorkflow):
                     f"no action needed: rotation {token} of {state.arn} already finished "
                     f"(its version is {state.token_stage}); nothing changed",
                 )
+            self.described, self.state, self.mode = target, state, mode
             if mode == "compromised":
                 return await self._compromised(target, state)
             return await self._rotate(target, state)
+        except asyncio.CancelledError:
+            await self._clean_up_after_cancel()
+            raise
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                await self._clean_up_after_cancel()
+                raise
             return await self.step_failed(err, "key rotation step failed")
+
+    async def _clean_up_after_cancel(self) -> None:
+        """A rotation cancelled before it was verified is undone (the previous version current
+        and working, the consumers back on it); a compromised run says what state it left."""
+        target, state = self.described, self.state
+        if target is None or state is None or "approved" not in self.timeline:
+            summary = "cancelled before anything was changed"
+        elif self.mode == "compromised":
+            summary = (
+                f"cancelled after revoking the exposed {state.current.principal}; "
+                + (
+                    f"the new version {self.token} is current"
+                    if "switched" in self.timeline
+                    else "NO NEW CREDENTIAL WAS ISSUED: its users are refused until a person "
+                    "runs key_rotation again"
+                )
+                if "revoked" in self.timeline
+                else f"cancelled; {state.current.principal} may or may not be revoked yet: check"
+            )
+        elif "verified" in self.timeline:
+            summary = (
+                f"cancelled after the rotation was verified: version {self.token} is current; "
+                f"the old credential {state.current.principal} is still valid (not revoked)"
+            )
+        else:
+            try:
+                result = await self._activity(restore_previous_version, self._input(target))
+                if "switched" in self.timeline:
+                    await self._restart_consumers(target, "put-back")
+                summary = f"cancelled before verification; rotation undone: {result.detail}"
+            except (ActivityError, StepFailed) as err:
+                cause = err.cause if isinstance(err, ActivityError) else err
+                summary = f"cancelled, and undoing the rotation FAILED ({cause}): check {state.arn}"
+        self.audit.record("cancel_cleanup", summary)
+        await self.notify("key_rotation_cancelled", "page", summary)
+        await self.release_lease()
+        self.set_status(RunStatus.CANCELLED, summary)
 
     # -- rotate ----------------------------------------------------------------------------
 
