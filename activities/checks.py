@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, Field
@@ -64,6 +64,19 @@ class VerifyInput(BaseModel):
     required_consecutive: int = 3
     interval_seconds: float = 5.0
     deadline_seconds: float = 180.0
+
+
+class VerifyPolicy(Protocol):
+    """A runbook's verification settings, as each runbook's config section holds them."""
+
+    @property
+    def verify_consecutive(self) -> int: ...
+
+    @property
+    def verify_interval_seconds(self) -> float: ...
+
+    @property
+    def verify_deadline_seconds(self) -> float: ...
 
 
 class CheckObservation(BaseModel):

@@ -281,22 +281,30 @@ async def test_alternating_users_rotation_switches_the_app_and_revokes_the_old_l
     assert not repeat.decisions
 
 
-async def test_single_user_rotation_puts_the_previous_password_back_when_the_app_stays_down(
-    dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
-) -> None:
+async def single_user_with_a_broken_app(
+    postgres: PostgresServer, app_factory: Any, tmp_path: Path, deadline: float
+) -> Login:
+    """A single-user login whose consumer never gets healthy (a bad release answers 500
+    whatever its credential), and a config that verifies for `deadline` seconds."""
     login = make_login(postgres, "single_user")
-    old = login.secret()
     app = app_factory(DEMO_DB_SECRET_ARN=login.arn)
-    # A bad release: the app answers 500 whatever its credential.
     await asyncio.to_thread(
         httpx.post, f"{app.url}/debug/release", json={"deployment_id": "dpl_bad", "good": False}
     )
     os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
     write_config(
         tmp_path,
-        APP_TARGET.format(app=app.url, deadline=3)
+        APP_TARGET.format(app=app.url, deadline=deadline)
         + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
     )
+    return login
+
+
+async def test_single_user_rotation_puts_the_previous_password_back_when_the_app_stays_down(
+    dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
+) -> None:
+    login = await single_user_with_a_broken_app(postgres, app_factory, tmp_path, deadline=3)
+    old = login.secret()
     token = uuid.uuid4().hex
     queue = f"kr-{uuid.uuid4().hex[:6]}"
     async with build_worker(dev_env.client, queue):
@@ -384,18 +392,8 @@ async def test_compromised_api_key_is_revoked_first_then_replaced_and_audited(
 async def test_a_rotation_cancelled_during_verification_is_undone(
     dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
 ) -> None:
-    login = make_login(postgres, "single_user")
+    login = await single_user_with_a_broken_app(postgres, app_factory, tmp_path, deadline=120)
     old = login.secret()
-    app = app_factory(DEMO_DB_SECRET_ARN=login.arn)
-    await asyncio.to_thread(
-        httpx.post, f"{app.url}/debug/release", json={"deployment_id": "dpl_bad", "good": False}
-    )
-    os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
-    write_config(
-        tmp_path,
-        APP_TARGET.format(app=app.url, deadline=120)
-        + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
-    )
     token = uuid.uuid4().hex
     queue = f"kr-{uuid.uuid4().hex[:6]}"
     async with build_worker(dev_env.client, queue):

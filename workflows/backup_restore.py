@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateInput,
         Validation,
     )
-    from activities.checks import CheckSpec, VerifyInput
+    from activities.checks import CheckSpec
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
@@ -382,15 +382,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         checks = [
             CheckSpec(kind="url_healthy", target=target.target, url=u) for u in target.probe_urls
         ]
-        verified = await self.verify(
-            checks,
-            VerifyInput(
-                checks=[],
-                required_consecutive=config.verify_consecutive,
-                interval_seconds=config.verify_interval_seconds,
-                deadline_seconds=config.verify_deadline_seconds,
-            ),
-        )
+        verified = await self.verify(checks, config)
         return verified.passed
 
     @staticmethod

@@ -38,7 +38,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.checks import CheckSpec, VerifyInput
+    from activities.checks import CheckSpec
     from activities.deploy.activities import RestartServiceInput, restart_service
     from activities.deploy.hook import RestartAppInput, restart_app
     from activities.keys.rotation import (
@@ -206,7 +206,7 @@ class KeyRotationWorkflow(RunbookWorkflow):
             await self._restart_consumers(target, "rotate")
         except StepFailed as failed:
             return await self._put_back(target, state, str(failed), restart=True)
-        verified = await self.verify(self._checks(target), self._verify_settings(target))
+        verified = await self.verify(self._checks(target), target.key_rotation)
         if not verified.passed:
             failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
             return await self._put_back(
@@ -364,7 +364,7 @@ class KeyRotationWorkflow(RunbookWorkflow):
             return await self.escalate(
                 f"{exposure}; issuing the new credential failed ({failed}): consumers are down"
             )
-        verified = await self.verify(self._checks(target), self._verify_settings(target))
+        verified = await self.verify(self._checks(target), target.key_rotation)
         await self._audit(target, exposed.version_id)
         if not verified.passed:
             failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
@@ -541,13 +541,3 @@ class KeyRotationWorkflow(RunbookWorkflow):
             for url in c.probe_urls
         ]
         return [*checks, CheckSpec(kind="credential_works", target=target.target)]
-
-    @staticmethod
-    def _verify_settings(target: TargetDescription) -> VerifyInput:
-        config = target.key_rotation
-        return VerifyInput(
-            checks=[],
-            required_consecutive=config.verify_consecutive,
-            interval_seconds=config.verify_interval_seconds,
-            deadline_seconds=config.verify_deadline_seconds,
-        )

@@ -16,8 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.checks import CheckSpec, VerifyInput
-    from activities.config import PoolRestartConfig
+    from activities.checks import CheckSpec
     from activities.deploy.hook import RestartAppInput, restart_app
     from activities.mongo import MongoTargetInput, get_mongo_connection_usage
     from activities.postgres import (
@@ -141,7 +140,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
             f"gone, {len(result.skipped_no_longer_idle)} became active and were spared)",
             result=result.model_dump(),
         )
-        verified = await self.verify(self._checks(target), self._verify_settings(config))
+        verified = await self.verify(self._checks(target), config)
         if verified.passed:
             return await self.finish(
                 RunStatus.REMEDIATED,
@@ -204,9 +203,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
             "restart hook " + ("had already run" if result.already_done else "called"),
             result=result.model_dump(),
         )
-        verified = await self.verify(
-            self._checks(target), self._verify_settings(target.pool_restart)
-        )
+        verified = await self.verify(self._checks(target), target.pool_restart)
         if verified.passed:
             return await self.finish(RunStatus.REMEDIATED, "remediated by an application restart")
         return await self.escalate(
@@ -224,12 +221,3 @@ class PoolRestartWorkflow(RunbookWorkflow):
         if target.has_health_check:
             checks.append(CheckSpec(kind="http_healthy", target=target.target))
         return checks
-
-    @staticmethod
-    def _verify_settings(config: PoolRestartConfig) -> VerifyInput:
-        return VerifyInput(
-            checks=[],
-            required_consecutive=config.verify_consecutive,
-            interval_seconds=config.verify_interval_seconds,
-            deadline_seconds=config.verify_deadline_seconds,
-        )

@@ -24,7 +24,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.app_flag import app_read_only_state, set_app_read_only
-    from activities.checks import CheckSpec, VerifyInput
+    from activities.checks import CheckSpec
     from activities.postgres_read_only import pg_read_only_state, set_database_read_only
     from activities.read_only_models import ReadOnlyInput, ReadOnlyResult
     from activities.targets import TargetDescription
@@ -155,7 +155,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
         await self._set(target, enabled=True)
         verified = await self.verify(
             [CheckSpec(kind="writes_refused", target=target.target, mode=self.mode)],
-            self._verify_settings(target),
+            target.read_only,
         )
         if not verified.passed:
             return await self.escalate(
@@ -230,7 +230,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             await self._hold(target)
         verified = await self.verify(
             [CheckSpec(kind="writes_accepted", target=target.target, mode=self.mode)],
-            self._verify_settings(target),
+            target.read_only,
         )
         if not verified.passed:
             return await self.escalate(
@@ -318,14 +318,4 @@ class ReadOnlyWorkflow(RunbookWorkflow):
                 # field (their plan ids must not change on replay).
                 whole_target=workflow.patched("read_only_whole_target"),
             ),
-        )
-
-    @staticmethod
-    def _verify_settings(target: TargetDescription) -> VerifyInput:
-        config = target.read_only
-        return VerifyInput(
-            checks=[],
-            required_consecutive=config.verify_consecutive,
-            interval_seconds=config.verify_interval_seconds,
-            deadline_seconds=config.verify_deadline_seconds,
         )

@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.checks import CheckSpec, VerifyInput
+    from activities.checks import CheckSpec
     from activities.deploy.activities import (
         DeploymentSituation,
         FindDeploymentsInput,
@@ -125,7 +125,7 @@ class RollbackWorkflow(RunbookWorkflow):
             result=result.model_dump(mode="json"),
         )
         self.mark("rolled_back")
-        verified = await self.verify(self._checks(target), self._verify_settings(target))
+        verified = await self.verify(self._checks(target), target.rollback)
         if verified.passed:
             self.mark("verified")
             return await self.finish(
@@ -236,13 +236,3 @@ class RollbackWorkflow(RunbookWorkflow):
         if limit is not None and target.has_metrics:
             checks.append(CheckSpec(kind="error_rate_below", target=target.target, threshold=limit))
         return checks
-
-    @staticmethod
-    def _verify_settings(target: TargetDescription) -> VerifyInput:
-        config = target.rollback
-        return VerifyInput(
-            checks=[],
-            required_consecutive=config.verify_consecutive,
-            interval_seconds=config.verify_interval_seconds,
-            deadline_seconds=config.verify_deadline_seconds,
-        )

@@ -15,7 +15,13 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionRequest
-    from activities.checks import CheckSpec, VerifyInput, VerifyResult, verify_until_stable
+    from activities.checks import (
+        CheckSpec,
+        VerifyInput,
+        VerifyPolicy,
+        VerifyResult,
+        verify_until_stable,
+    )
     from activities.notify import Notification, notify
     from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
     from activities.targets import DescribeTargetInput, TargetDescription, describe_target
@@ -184,12 +190,17 @@ class RunbookWorkflow:
                 "notification_failed", f"{event} ({severity}) could not be sent: {err.cause}"
             )
 
-    async def verify(self, checks: list[CheckSpec], verify: VerifyInput) -> VerifyResult:
+    async def verify(self, checks: list[CheckSpec], policy: VerifyPolicy) -> VerifyResult:
         self.set_status(
             RunStatus.VERIFYING,
             "Verifying: " + "; ".join(c.describe() for c in checks),
         )
-        params = verify.model_copy(update={"checks": checks})
+        params = VerifyInput(
+            checks=checks,
+            required_consecutive=policy.verify_consecutive,
+            interval_seconds=policy.verify_interval_seconds,
+            deadline_seconds=policy.verify_deadline_seconds,
+        )
         result = await workflow.execute_activity(
             verify_until_stable,
             params,

@@ -78,6 +78,7 @@ async def inspect_credential(params: CredentialInput) -> CredentialState:
             )
         created = await _sm(_created_dates, arn)
         current_value = await _sm(protocol.value_of, arn, version_id=versions.current)
+        current_principal = await credential.principal(current_value)
         previous, previous_sessions = None, 0
         if versions.previous is not None:
             previous_value = await _sm(protocol.value_of, arn, version_id=versions.previous)
@@ -86,7 +87,7 @@ async def inspect_credential(params: CredentialInput) -> CredentialState:
                 principal=await credential.principal(previous_value),
                 created_at=created.get(versions.previous),
             )
-            if previous.principal != await credential.principal(current_value):
+            if previous.principal != current_principal:
                 previous_sessions = await credential.sessions(previous_value)
         return CredentialState(
             arn=arn,
@@ -94,7 +95,7 @@ async def inspect_credential(params: CredentialInput) -> CredentialState:
             strategy=credential.strategy,
             current=VersionInfo(
                 version_id=versions.current,
-                principal=await credential.principal(current_value),
+                principal=current_principal,
                 created_at=created.get(versions.current),
             ),
             previous=previous,
