@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 
 from activities.config import EngineConfig, load_config
-from activities.secrets import resolve_secret
+from activities.secrets.references import resolve_secret
 
 DecisionKind = Literal["approve", "reject"]
 CLOCK_SKEW = timedelta(seconds=60)

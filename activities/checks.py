@@ -15,13 +15,15 @@ import httpx
 from pydantic import BaseModel, Field
 from temporalio import activity
 
-from activities.app_flag import check_app_writes
-from activities.keys.rotation import current_version_works
-from activities.mongo import MongoTargetInput, get_mongo_connection_usage
-from activities.postgres import TargetInput, get_connection_usage
-from activities.postgres_read_only import check_writes
-from activities.probes import health_url, probe_url, read_error_rate
-from activities.read_only_models import ReadOnlyInput
+from activities.http.app_flag import check_app_writes
+from activities.http.probes import health_url, probe_url, read_error_rate
+from activities.models import ReadOnlyInput
+from activities.mongo.connections import get_mongo_connection_usage
+from activities.mongo.models import MongoTargetInput
+from activities.postgres.models import TargetInput
+from activities.postgres.read_only import check_writes
+from activities.postgres.sessions import get_connection_usage
+from activities.secrets.rotation import current_version_works
 
 CheckKind = Literal[
     "pg_usage_below",

@@ -10,10 +10,12 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec, VerifyInput, verify_until_stable
-    from activities.postgres import (
+    from activities.postgres.models import (
         FindIdleSessionsInput,
         TargetInput,
         TerminateSessionsInput,
+    )
+    from activities.postgres.sessions import (
         find_idle_sessions,
         get_connection_usage,
         terminate_sessions,

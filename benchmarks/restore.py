@@ -28,9 +28,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.backups import s3
-from activities.backups.activities import snapshot_database
-from activities.backups.models import SnapshotInput
+from activities.postgres.backups import snapshot_database
+from activities.postgres.models import SnapshotInput
+from activities.storage import s3
 from infra.local_postgres import PG_BIN, free_port, postgres_server
 from infra.processes import server_process
 from workers.worker import WORKFLOWS, activities_for

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.backups.activities import snapshot_database
-from activities.backups.models import SnapshotInput
+from activities.postgres.backups import snapshot_database
+from activities.postgres.models import SnapshotInput
 
 
 def main() -> None:

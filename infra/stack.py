@@ -26,7 +26,7 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from activities.keys.postgres_login import scram_verifier
+from activities.postgres.logins import scram_verifier
 from infra.demo_release import VERCEL_PORT, ship
 from infra.local_postgres import LocalCluster, wait_for_port
 from workflows.names import SEARCH_ATTRIBUTES

@@ -18,8 +18,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.backups import s3
-from activities.secrets import secretsmanager_client
+from activities.secrets.references import secretsmanager_client
+from activities.storage import s3
 from infra.local_postgres import PostgresServer, free_port, postgres_server
 from infra.processes import server_process
 from tests.support import (

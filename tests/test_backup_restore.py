@@ -29,8 +29,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.backups.activities import snapshot_database
-from activities.backups.models import SnapshotInput
+from activities.postgres.backups import snapshot_database
+from activities.postgres.models import SnapshotInput
 from infra.local_postgres import PG_BIN, PostgresServer
 from tests.support import eventually, mint, write_config
 from workers.worker import WORKFLOWS, build_worker

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from activities import secrets
 from activities.approval_auth import (
     AuthenticationInput,
     DecisionRequest,
@@ -16,6 +15,7 @@ from activities.approval_auth import (
     sign_decision,
 )
 from activities.config import ConfigError, SecretRef, parse_config
+from activities.secrets import references as secrets
 from tests.support import identities_toml
 
 

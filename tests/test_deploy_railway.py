@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from activities.config import RailwayDeploy, SecretRef
-from activities.deploy.models import Deployment, ProviderError, RollbackProgress
+from activities.deploy.models import Deployment, RollbackProgress
 from activities.deploy.railway import RailwayProvider
+from activities.http.errors import ProviderError
 from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests.support import eventually

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from activities.config import SecretRef, VercelDeploy
-from activities.deploy.models import Deployment, ProviderError, RollbackProgress
+from activities.deploy.models import Deployment, RollbackProgress
 from activities.deploy.vercel import VercelProvider
+from activities.http.errors import ProviderError
 from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests.support import eventually

@@ -22,9 +22,9 @@ from temporalio.worker import Worker
 
 from activities.approval_auth import DecisionRequest, authenticate_decision, sign_decision
 from activities.checks import VerifyInput, VerifyResult
-from activities.deploy.hook import RestartAppInput, RestartAppResult
-from activities.notify import Notification, NotifyResult
-from activities.postgres import (
+from activities.deploy.models import RestartAppInput, RestartAppResult
+from activities.notify.models import Notification, NotifyResult
+from activities.postgres.models import (
     ConnectionUsage,
     FindIdleSessionsInput,
     IdleSessions,

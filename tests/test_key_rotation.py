@@ -36,7 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.keys.postgres_login import scram_verifier
+from activities.postgres.logins import scram_verifier
 from infra.local_postgres import PostgresServer, free_port
 from infra.processes import server_process
 from tests.support import BIN, DemoApp, eventually, mint, write_config

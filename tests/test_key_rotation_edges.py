@@ -31,8 +31,8 @@ from psycopg.conninfo import make_conninfo
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.keys.models import KeyProviderError
-from activities.keys.rotation import create_pending_version
-from activities.keys.rotation_models import CredentialInput
+from activities.secrets.models import CredentialInput
+from activities.secrets.rotation import create_pending_version
 from infra.local_postgres import PostgresServer, free_port
 from infra.processes import server_process
 from tests.support import BIN, eventually, mint, write_config

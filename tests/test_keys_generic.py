@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.config import SecretRef
-from activities.deploy.models import ProviderError
+from activities.http.errors import ProviderError
 from activities.keys.config import GenericKeyProviderConfig
 from activities.keys.generic import GenericKeyProvider
 from activities.keys.models import ApiKey, CreatedKey, KeyProvider, KeyProviderError

@@ -19,7 +19,8 @@ import pytest
 from pymongo import MongoClient
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.mongo import MongoTargetInput, get_mongo_connection_usage
+from activities.mongo.connections import get_mongo_connection_usage
+from activities.mongo.models import MongoTargetInput
 from infra.local_postgres import docker_available, free_port
 from tests.support import mint, wait_for_gate, write_config
 from workers.worker import build_worker

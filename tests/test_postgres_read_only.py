@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.postgres_read_only import check_writes, set_database_read_only
-from activities.read_only_models import ReadOnlyInput
+from activities.models import ReadOnlyInput
+from activities.postgres.read_only import check_writes, set_database_read_only
 from infra.local_postgres import PostgresServer
 from tests.support import write_config
 

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.deploy.hook import RestartAppInput, restart_app
+from activities.deploy.models import RestartAppInput
+from activities.deploy.restart_hook import restart_app
 from tests.support import DemoApp, OrdersDatabase, Receiver, wait_for_gate, write_config
 from tests.support import mint as mint_decision
 from workers.worker import build_worker

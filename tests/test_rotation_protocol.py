@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from activities.keys import rotation_protocol as rp
+from activities.secrets import protocol as rp
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, identify
 from activities.config import EngineConfig, SecretRef, load_config
-from activities.secrets import resolve_secret
+from activities.secrets.references import resolve_secret
 from workers.alert_payloads import (
     AlertmanagerPayload,
     GenericAlert,

@@ -11,23 +11,35 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.app_flag import app_read_only_state, check_app_writes, set_app_read_only
 from activities.approval_auth import authenticate_decision
-from activities.backups.activities import (
-    check_backup,
+from activities.checks import verify_until_stable
+from activities.config import load_config
+from activities.deploy.releases import find_deployments, restart_service, rollback_deployment
+from activities.deploy.restart_hook import restart_app
+from activities.http.app_flag import app_read_only_state, check_app_writes, set_app_read_only
+from activities.http.probes import assess_down, probe_health
+from activities.mongo.connections import get_mongo_connection_usage
+from activities.notify.send import notify
+from activities.postgres.backups import check_backup, find_backups, snapshot_database
+from activities.postgres.read_only import (
+    check_writes,
+    pg_read_only_state,
+    set_database_read_only,
+)
+from activities.postgres.restore import (
     drop_replaced,
-    find_backups,
     restore_to_scratch,
-    snapshot_database,
     switch_back,
     switch_in_restored,
     validate_database,
 )
-from activities.checks import verify_until_stable
-from activities.config import load_config
-from activities.deploy.activities import find_deployments, restart_service, rollback_deployment
-from activities.deploy.hook import restart_app
-from activities.keys.rotation import (
+from activities.postgres.sessions import (
+    find_idle_sessions,
+    get_connection_usage,
+    terminate_sessions,
+)
+from activities.safety import SafetyActivities
+from activities.secrets.rotation import (
     audit_credential,
     create_pending_version,
     finish_rotation,
@@ -37,16 +49,6 @@ from activities.keys.rotation import (
     set_pending_on_target,
     test_credential_version,
 )
-from activities.mongo import get_mongo_connection_usage
-from activities.notify import notify
-from activities.postgres import find_idle_sessions, get_connection_usage, terminate_sessions
-from activities.postgres_read_only import (
-    check_writes,
-    pg_read_only_state,
-    set_database_read_only,
-)
-from activities.probes import assess_down, probe_health
-from activities.safety import SafetyActivities
 from activities.targets import describe_target
 from workers.settings import Settings, connect
 from workflows.backup_restore import BackupRestoreWorkflow

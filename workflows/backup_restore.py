@@ -33,19 +33,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.backups.activities import (
-        check_backup,
-        drop_replaced,
-        find_backups,
-        restore_to_scratch,
-        snapshot_database,
-        switch_back,
-        switch_in_restored,
-        validate_database,
-    )
-    from activities.backups.models import (
+    from activities.checks import CheckSpec
+    from activities.postgres.backups import check_backup, find_backups, snapshot_database
+    from activities.postgres.models import (
         BackupCheck,
-        BackupInfo,
         CheckBackupInput,
         DatabaseNames,
         DropInput,
@@ -57,7 +48,14 @@ with workflow.unsafe.imports_passed_through():
         ValidateInput,
         Validation,
     )
-    from activities.checks import CheckSpec
+    from activities.postgres.restore import (
+        drop_replaced,
+        restore_to_scratch,
+        switch_back,
+        switch_in_restored,
+        validate_database,
+    )
+    from activities.storage.models import BackupInfo
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,

@@ -39,9 +39,19 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
-    from activities.deploy.activities import RestartServiceInput, restart_service
-    from activities.deploy.hook import RestartAppInput, restart_app
-    from activities.keys.rotation import (
+    from activities.deploy.models import RestartAppInput, RestartServiceInput
+    from activities.deploy.releases import restart_service
+    from activities.deploy.restart_hook import restart_app
+    from activities.secrets.models import (
+        TOKEN_PATTERN,
+        AuditInput,
+        CredentialInput,
+        CredentialState,
+        RevokeInput,
+        RevokeResult,
+        VersionInput,
+    )
+    from activities.secrets.rotation import (
         audit_credential,
         create_pending_version,
         finish_rotation,
@@ -50,15 +60,6 @@ with workflow.unsafe.imports_passed_through():
         revoke_credential_version,
         set_pending_on_target,
         test_credential_version,
-    )
-    from activities.keys.rotation_models import (
-        TOKEN_PATTERN,
-        AuditInput,
-        CredentialInput,
-        CredentialState,
-        RevokeInput,
-        RevokeResult,
-        VersionInput,
     )
     from activities.targets import TargetDescription
     from workflows.models import (

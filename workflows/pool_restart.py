@@ -17,12 +17,16 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
-    from activities.deploy.hook import RestartAppInput, restart_app
-    from activities.mongo import MongoTargetInput, get_mongo_connection_usage
-    from activities.postgres import (
+    from activities.deploy.models import RestartAppInput
+    from activities.deploy.restart_hook import restart_app
+    from activities.mongo.connections import get_mongo_connection_usage
+    from activities.mongo.models import MongoTargetInput
+    from activities.postgres.models import (
         FindIdleSessionsInput,
         TargetInput,
         TerminateSessionsInput,
+    )
+    from activities.postgres.sessions import (
         find_idle_sessions,
         get_connection_usage,
         terminate_sessions,

@@ -23,10 +23,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.app_flag import app_read_only_state, set_app_read_only
     from activities.checks import CheckSpec
-    from activities.postgres_read_only import pg_read_only_state, set_database_read_only
-    from activities.read_only_models import ReadOnlyInput, ReadOnlyResult
+    from activities.http.app_flag import app_read_only_state, set_app_read_only
+    from activities.models import ReadOnlyInput, ReadOnlyResult
+    from activities.postgres.read_only import pg_read_only_state, set_database_read_only
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,

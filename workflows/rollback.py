@@ -22,16 +22,16 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
-    from activities.deploy.activities import (
+    from activities.deploy.models import (
+        Deployment,
         DeploymentSituation,
         FindDeploymentsInput,
         RollbackInput,
         RollbackResult,
-        find_deployments,
-        rollback_deployment,
     )
-    from activities.deploy.models import Deployment
-    from activities.probes import AssessInput, assess_down
+    from activities.deploy.releases import find_deployments, rollback_deployment
+    from activities.http.models import AssessInput
+    from activities.http.probes import assess_down
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,

@@ -22,7 +22,8 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         verify_until_stable,
     )
-    from activities.notify import Notification, notify
+    from activities.notify.models import Notification
+    from activities.notify.send import notify
     from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
     from activities.targets import DescribeTargetInput, TargetDescription, describe_target
     from workflows.approval_gate import ApprovalGate

@@ -24,12 +24,8 @@ from typing import Any
 import httpx
 
 from activities.config import GenericDeploy
-from activities.deploy.models import (
-    Deployment,
-    ProviderError,
-    RollbackProgress,
-    error_for_status,
-)
+from activities.deploy.models import Deployment, RollbackProgress
+from activities.http.errors import ProviderError, error_for_status, unreachable
 
 VENDOR = "deploy endpoint"
 
@@ -55,7 +51,7 @@ class GenericProvider:
         try:
             response = await self.client.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as err:
-            raise ProviderError(f"{VENDOR} {url} unreachable to {what}: {err!r}") from None
+            raise unreachable(VENDOR, f"{what} ({url})", err) from None
         if response.status_code >= 400:
             raise error_for_status(
                 VENDOR,

@@ -1,18 +1,18 @@
-"""What every deploy provider speaks: deployments, rollback progress, and its errors.
+"""What every deploy provider speaks: deployments and rollback progress (its errors are
+`activities/http/errors.py`, shared with the key providers).
 
 A provider (Vercel, Railway, generic HTTP) is a small async class over one `httpx.AsyncClient`
 that turns its vendor's API into these models. The Temporal activities in
-`activities/deploy/activities.py` choose the provider from the target's config and never see a
+`activities/deploy/releases.py` choose the provider from the target's config and never see a
 vendor shape.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
-from temporalio.exceptions import ApplicationError
 
 DeployState = Literal["ready", "building", "failed", "canceled", "removed", "unknown"]
 RollbackState = Literal["in_progress", "succeeded", "failed"]
@@ -66,82 +66,47 @@ class DeployProvider(Protocol):
     async def restart(self, key: str) -> None: ...
 
 
-class ProviderError(ApplicationError):
-    """A provider call failed. Retryable unless the fix is in the config or the token."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: timedelta | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            type="DeployProviderError",
-            non_retryable=not retryable,
-            next_retry_delay=retry_after,
-        )
-        self.status = status
+class FindDeploymentsInput(BaseModel):
+    target: str
+    history_limit: int = 50
 
 
-def error_for_status(
-    vendor: str,
-    status: int,
-    what: str,
-    body: str = "",
-    retry_after: str | None = None,
-    *,
-    config_hint: str = "the target's [deploy] config",
-) -> ProviderError:
-    """Map an HTTP error status to a clear, correctly retryable error.
-
-    401/403 are the token's fault and 404 the config's: retrying cannot help, and the message
-    says what to fix. 429 carries the vendor's `Retry-After` so Temporal's next attempt waits
-    exactly that long (the activity retry policy bounds the total). 5xx are retried.
-    `config_hint` names the config section the 401/404 messages point at, so providers
-    configured elsewhere (API key providers) send the reader to the right place.
-    """
-    detail = f" ({body[:200]})" if body else ""
-    if status == 401:
-        return ProviderError(
-            f"{vendor} refused the token for {what}: 401 unauthorized; check the token "
-            f"reference in {config_hint}{detail}",
-            status=status,
-            retryable=False,
-        )
-    if status == 403:
-        return ProviderError(
-            f"{vendor} token may not {what}: 403 forbidden; give the token access to this "
-            f"project/team{detail}",
-            status=status,
-            retryable=False,
-        )
-    if status == 404:
-        return ProviderError(
-            f"{vendor} found nothing for {what}: 404; check the ids in {config_hint}{detail}",
-            status=status,
-            retryable=False,
-        )
-    if status == 429:
-        delay = parse_retry_after(retry_after)
-        return ProviderError(
-            f"{vendor} rate-limited {what}: 429, retry after {delay.total_seconds():.0f}s",
-            status=status,
-            retry_after=delay,
-        )
-    return ProviderError(
-        f"{vendor} failed to {what}: HTTP {status}{detail}",
-        status=status,
-        retryable=status >= 500 or status in (408, 409),
-    )
+class DeploymentSituation(BaseModel):
+    provider: str
+    current: Deployment
+    last_good: Deployment | None = None
+    # Newer-than-last-good releases passed over, and why (for the plan and the report).
+    skipped: list[str] = []
+    examined: int = 0
 
 
-def parse_retry_after(value: str | None, default: float = 5.0) -> timedelta:
-    """`Retry-After` in seconds (an HTTP date is rare from APIs; treat it as the default)."""
-    try:
-        seconds = float(value) if value is not None else default
-    except ValueError:
-        seconds = default
-    return timedelta(seconds=min(max(seconds, 0.5), 300.0))
+class RollbackInput(BaseModel):
+    target: str
+    to: Deployment
+    # The same for every attempt of one approved plan.
+    idempotency_key: str
+    deadline_seconds: float = 300.0
+    poll_seconds: float = 2.0
+
+
+class RollbackResult(BaseModel):
+    already_current: bool
+    progress: RollbackProgress
+    elapsed_seconds: float
+
+
+class RestartServiceInput(BaseModel):
+    target: str
+    idempotency_key: str
+
+
+class RestartAppInput(BaseModel):
+    target: str
+    # Same key for every attempt of one approved plan: the hook restarts at most once per key.
+    idempotency_key: str
+
+
+class RestartAppResult(BaseModel):
+    url: str
+    status_code: int
+    already_done: bool

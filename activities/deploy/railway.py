@@ -63,13 +63,8 @@ from typing import Any, NamedTuple
 import httpx
 
 from activities.config import RailwayDeploy
-from activities.deploy.models import (
-    Deployment,
-    DeployState,
-    ProviderError,
-    RollbackProgress,
-    error_for_status,
-)
+from activities.deploy.models import Deployment, DeployState, RollbackProgress
+from activities.http.errors import ProviderError, error_for_status, unreachable
 
 VENDOR = "Railway"
 Json = Mapping[str, Any]
@@ -311,10 +306,7 @@ class RailwayProvider:
                 timeout=self._config.timeout_seconds,
             )
         except httpx.TransportError as exc:
-            raise ProviderError(
-                f"{VENDOR} could not be reached to {what}: {type(exc).__name__}: {exc}",
-                retryable=True,
-            ) from exc
+            raise unreachable(VENDOR, what, exc) from None
 
     def _scope(self) -> dict[str, str]:
         return {"serviceId": self._config.service_id, "environmentId": self._config.environment_id}

@@ -49,13 +49,8 @@ from urllib.parse import quote
 import httpx
 
 from activities.config import VercelDeploy
-from activities.deploy.models import (
-    Deployment,
-    DeployState,
-    ProviderError,
-    RollbackProgress,
-    error_for_status,
-)
+from activities.deploy.models import Deployment, DeployState, RollbackProgress
+from activities.http.errors import ProviderError, error_for_status, unreachable
 
 VENDOR = "Vercel"
 Json = Mapping[str, Any]
@@ -247,10 +242,7 @@ class VercelProvider:
                 timeout=self._config.timeout_seconds,
             )
         except httpx.TransportError as exc:
-            raise ProviderError(
-                f"{VENDOR} could not be reached to {what}: {type(exc).__name__}: {exc}",
-                retryable=True,
-            ) from exc
+            raise unreachable(VENDOR, what, exc) from None
 
     @staticmethod
     def _check(response: httpx.Response, what: str) -> None:

@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from activities.deploy.models import error_for_status
+from activities.http.errors import error_for_status, redact, unreachable
 from activities.keys.config import GenericKeyProviderConfig
 from activities.keys.models import ApiKey, CreatedKey, KeyProviderError
 
@@ -47,7 +47,6 @@ Json = Mapping[str, Any]
 # Where error messages send the reader (see `error_for_status`).
 CONFIG_HINT = "the key provider config"
 PAGE_SIZE = 100
-REDACTED = "[redacted]"
 # The metadata fields read from the vendor's answers; anything else (the value above all) is
 # never handed to a model, so validation errors cannot echo it.
 _METADATA = ("id", "created_at", "state", "last4", "name")
@@ -201,17 +200,15 @@ class GenericKeyProvider:
                 timeout=self._config.timeout_seconds,
             )
         except httpx.TransportError as exc:
-            detail = _redact(f"{type(exc).__name__}: {exc}", self._admin_token, token)
-            # Not chained: the httpx error holds the request, and with it the bearer token.
-            raise KeyProviderError(
-                f"{self._vendor} could not be reached to {what}: {detail}"
+            raise unreachable(
+                self._vendor, what, exc, self._admin_token, token, error=KeyProviderError
             ) from None
 
     def _check(self, response: httpx.Response, what: str, secrets: tuple[str, ...] = ()) -> None:
         if response.is_success:
             return
         status = response.status_code
-        body = _redact(response.text, self._admin_token, *secrets)
+        body = redact(response.text, self._admin_token, *secrets)
         if status == 403:
             detail = f" ({body[:200]})" if body else ""
             raise KeyProviderError(
@@ -221,15 +218,14 @@ class GenericKeyProvider:
                 status=status,
                 retryable=False,
             )
-        raise KeyProviderError.from_provider_error(
-            error_for_status(
-                self._vendor,
-                status,
-                what,
-                body,
-                response.headers.get("Retry-After"),
-                config_hint=CONFIG_HINT,
-            )
+        raise error_for_status(
+            self._vendor,
+            status,
+            what,
+            body,
+            response.headers.get("Retry-After"),
+            config_hint=CONFIG_HINT,
+            error=KeyProviderError,
         )
 
     # -- answers -------------------------------------------------------------------------
@@ -262,11 +258,3 @@ class GenericKeyProvider:
         return KeyProviderError(
             f"{self._vendor} answered an unexpected shape to {what}: {detail}", retryable=False
         )
-
-
-def _redact(text: str, *secrets: str) -> str:
-    """`text` without any of `secrets` (a vendor may echo the key it refused)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text

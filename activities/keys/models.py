@@ -11,13 +11,12 @@ activity stores the value (in AWS Secrets Manager) and returns only the `ApiKey`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, SecretStr, field_validator
-from temporalio.exceptions import ApplicationError
 
-from activities.deploy.models import ProviderError
+from activities.http.errors import ProviderError
 
 KeyState = Literal["active", "revoked"]
 
@@ -99,35 +98,7 @@ class KeyProvider(Protocol):
 
 
 class KeyProviderError(ProviderError):
-    """A key provider call failed: a `ProviderError` (status, retryability, Retry-After) under
-    its own Temporal error type, so a workflow or retry policy tells key failures from deploy
-    ones. Its message never contains a secret value."""
+    """A key provider call failed (status, retryability, Retry-After as `ProviderError`), under
+    its own Temporal error type. Its message never contains a secret value."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: timedelta | None = None,
-    ) -> None:
-        # `ProviderError.__init__` fixes the type to DeployProviderError (and the type is part
-        # of `str(error)`), so initialise the ApplicationError directly with ours.
-        ApplicationError.__init__(
-            self,
-            message,
-            type="KeyProviderError",
-            non_retryable=not retryable,
-            next_retry_delay=retry_after,
-        )
-        self.status = status
-
-    @classmethod
-    def from_provider_error(cls, error: ProviderError) -> KeyProviderError:
-        """The same failure (from `error_for_status`) as a key provider error."""
-        return cls(
-            error.message,
-            status=error.status,
-            retryable=not error.non_retryable,
-            retry_after=error.next_retry_delay,
-        )
+    error_type = "KeyProviderError"

@@ -27,9 +27,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.keys import rotation_protocol as protocol
-from activities.keys.credentials import credential_for
-from activities.keys.rotation_models import (
+from activities.secrets import protocol as protocol
+from activities.secrets.credentials import credential_for
+from activities.secrets.models import (
     AuditInput,
     AuditResult,
     CredentialInput,
@@ -43,7 +43,7 @@ from activities.keys.rotation_models import (
     VersionInfo,
     VersionInput,
 )
-from activities.secrets import secretsmanager_client
+from activities.secrets.references import secretsmanager_client
 
 
 async def _sm(call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -16,13 +16,13 @@ import psycopg
 from psycopg import sql
 from temporalio import activity
 
-from activities.postgres import ENGINE_APPLICATION_NAME, connect_target
-from activities.read_only_models import ReadOnlyInput, ReadOnlyResult, WriteCheck
+from activities.models import ReadOnlyInput, ReadOnlyResult, WriteCheck
+from activities.postgres.connection import ENDABLE_PARAMS, ENDABLE_SESSIONS, Conn, connect_target
 
 SETTING = "default_transaction_read_only"
 
 
-async def _database_setting(conn: psycopg.AsyncConnection[dict[str, Any]]) -> tuple[str, bool]:
+async def _database_setting(conn: Conn) -> tuple[str, bool]:
     cur = await conn.execute(
         """
         SELECT d.datname AS db,
@@ -56,16 +56,7 @@ async def pg_read_only_state(params: ReadOnlyInput) -> ReadOnlyResult:
     `params.enabled`, and how many client sessions that would end."""
     async with await connect_target(params.target) as conn:
         database, current = await _database_setting(conn)
-        cur = await conn.execute(
-            """
-            SELECT count(*) AS n
-            FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-            WHERE a.datname = current_database() AND a.backend_type = 'client backend'
-              AND a.pid <> pg_backend_pid() AND a.application_name <> %(engine)s
-              AND NOT coalesce(r.rolsuper, false) AND NOT coalesce(r.rolreplication, false)
-            """,
-            {"engine": ENGINE_APPLICATION_NAME},
-        )
+        cur = await conn.execute("SELECT count(*) AS n" + ENDABLE_SESSIONS, ENDABLE_PARAMS)
         row = await cur.fetchone()
     return ReadOnlyResult(
         scope=database,
@@ -120,19 +111,12 @@ def _parse_cutoff(detail: Any) -> datetime | None:
     return datetime.fromisoformat(cutoff) if cutoff else None
 
 
-async def _end_sessions_older_than(
-    conn: psycopg.AsyncConnection[dict[str, Any]], cutoff: datetime
-) -> list[int]:
+async def _end_sessions_older_than(conn: Conn, cutoff: datetime) -> list[int]:
     cur = await conn.execute(
-        """
-        SELECT a.pid, pg_terminate_backend(a.pid) AS ok
-        FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-        WHERE a.datname = current_database() AND a.backend_type = 'client backend'
-          AND a.pid <> pg_backend_pid() AND a.application_name <> %(engine)s
-          AND a.backend_start < %(cutoff)s
-          AND NOT coalesce(r.rolsuper, false) AND NOT coalesce(r.rolreplication, false)
-        """,
-        {"engine": ENGINE_APPLICATION_NAME, "cutoff": cutoff},
+        "SELECT a.pid, pg_terminate_backend(a.pid) AS ok"
+        + ENDABLE_SESSIONS
+        + " AND a.backend_start < %(cutoff)s",
+        {**ENDABLE_PARAMS, "cutoff": cutoff},
     )
     return sorted(r["pid"] for r in await cur.fetchall() if r["ok"])
 

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.config import load_config
-from activities.secrets import resolve_secret
-
-
-class MongoTargetInput(BaseModel):
-    target: str
-
-
-class MongoConnectionUsage(BaseModel):
-    target: str
-    current: int
-    available: int
-    active: int
-    total_created: int
-    usage: float
+from activities.mongo.models import MongoConnectionUsage, MongoTargetInput
+from activities.secrets.references import resolve_secret
 
 
 @activity.defn

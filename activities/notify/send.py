@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field
 from temporalio import activity
 
 from activities.config import load_config
-from activities.secrets import resolve_secret
-from activities.slack import gate_message, line_message, post_message
+from activities.notify.models import Notification, NotifyResult
+from activities.notify.slack import gate_message, line_message, post_message
+from activities.secrets.references import resolve_secret
 
 logger = logging.getLogger("remediation.notify")
-
-
-class Notification(BaseModel):
-    event: str
-    severity: Literal["info", "warning", "page"] = "info"
-    workflow_id: str
-    runbook: str
-    target: str
-    message: str
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class NotifyResult(BaseModel):
-    logged: bool = True
-    webhook_status: int | None = None
-    slack_status: int | None = None
 
 
 @activity.defn

@@ -23,10 +23,10 @@ from activities.config import (
     PostgresCredential,
     load_config,
 )
-from activities.keys import postgres_login as pg
 from activities.keys.generic import GenericKeyProvider
-from activities.keys.rotation_models import AuditResult, RevokeResult, StepResult
-from activities.secrets import resolve_secret
+from activities.postgres import logins as pg
+from activities.secrets.models import AuditResult, RevokeResult, StepResult
+from activities.secrets.references import resolve_secret
 
 
 class Credential(Protocol):

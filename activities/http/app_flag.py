@@ -14,8 +14,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.config import AppFlagConfig, load_config
-from activities.read_only_models import ReadOnlyInput, ReadOnlyResult, WriteCheck
-from activities.secrets import resolve_secret
+from activities.models import ReadOnlyInput, ReadOnlyResult, WriteCheck
+from activities.secrets.references import resolve_secret
 
 REFUSED = (423, 503)
 

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -26,10 +25,18 @@ from activities.config import (
     load_config,
 )
 from activities.deploy.generic import GenericProvider
-from activities.deploy.models import Deployment, DeployProvider, RollbackProgress
+from activities.deploy.models import (
+    Deployment,
+    DeploymentSituation,
+    DeployProvider,
+    FindDeploymentsInput,
+    RestartServiceInput,
+    RollbackInput,
+    RollbackResult,
+)
 from activities.deploy.railway import RailwayProvider
 from activities.deploy.vercel import VercelProvider
-from activities.secrets import resolve_secret
+from activities.secrets.references import resolve_secret
 
 # A release in these states once served (or can serve) production.
 ROLLBACK_TARGET_STATES = ("ready", "removed")
@@ -54,20 +61,6 @@ async def provider_for(target: str) -> AsyncIterator[DeployProvider]:
             assert isinstance(deploy, GenericDeploy)
             token = resolve_secret(deploy.token) if deploy.token is not None else None
             yield GenericProvider(deploy, token, client)
-
-
-class FindDeploymentsInput(BaseModel):
-    target: str
-    history_limit: int = 50
-
-
-class DeploymentSituation(BaseModel):
-    provider: str
-    current: Deployment
-    last_good: Deployment | None = None
-    # Newer-than-last-good releases passed over, and why (for the plan and the report).
-    skipped: list[str] = []
-    examined: int = 0
 
 
 def pick_last_good(
@@ -102,21 +95,6 @@ async def find_deployments(params: FindDeploymentsInput) -> DeploymentSituation:
         skipped=skipped,
         examined=len(history),
     )
-
-
-class RollbackInput(BaseModel):
-    target: str
-    to: Deployment
-    # The same for every attempt of one approved plan.
-    idempotency_key: str
-    deadline_seconds: float = 300.0
-    poll_seconds: float = 2.0
-
-
-class RollbackResult(BaseModel):
-    already_current: bool
-    progress: RollbackProgress
-    elapsed_seconds: float
 
 
 @activity.defn
@@ -156,11 +134,6 @@ async def rollback_deployment(params: RollbackInput) -> RollbackResult:
         progress=progress,
         elapsed_seconds=round(time.monotonic() - started, 2),
     )
-
-
-class RestartServiceInput(BaseModel):
-    target: str
-    idempotency_key: str
 
 
 @activity.defn

@@ -1,5 +1,5 @@
-"""What the backup_restore runbook passes between its activities: names, sizes, checksums and
-counts. No credential and no data ever crosses the workflow boundary."""
+"""What the Postgres activities take and return: sessions by pid and start time, counts,
+database names, backups and checksums. Never a DSN, a password or a row of data."""
 
 from __future__ import annotations
 
@@ -7,32 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-
-class Manifest(BaseModel):
-    """`<backup key>.json` beside a backup: what the backup tool knew when it took it."""
-
-    sha256: str
-    taken_at: datetime
-    size: int | None = None
-    database: str | None = None
-    # Rows per table (`schema.table`), counted in the same snapshot as the dump.
-    row_counts: dict[str, int] | None = None
-
-
-class BackupInfo(BaseModel):
-    bucket: str
-    key: str
-    size: int
-    taken_at: datetime
-    sha256: str | None = None
-    row_counts: dict[str, int] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    def describe(self) -> str:
-        return f"{self.url} ({self.size / 1e6:.1f} MB, taken {self.taken_at:%Y-%m-%d %H:%M:%S} UTC)"
+from activities.storage.models import BackupInfo
 
 
 class FindBackupsInput(BaseModel):
@@ -142,3 +117,69 @@ class DropInput(BaseModel):
     # Which of the run's databases this must be: "previous" (replaced), or "scratch" (a
     # restore cancelled before its switch).
     role: str = "previous"
+
+
+# pool_restart: connection usage and stale sessions
+
+
+class TargetInput(BaseModel):
+    target: str
+
+
+class ConnectionUsage(BaseModel):
+    target: str
+    database: str
+    max_connections: int
+    total: int
+    usage: float
+    by_state: dict[str, int]
+    by_user: dict[str, int]
+    by_application: dict[str, int]
+
+
+class FindIdleSessionsInput(BaseModel):
+    target: str
+    idle_older_than_seconds: int
+
+
+class SessionRef(BaseModel):
+    """A backend is identified by pid *and* start time: a pid alone can be reused."""
+
+    pid: int
+    backend_start: datetime
+    user: str
+    application: str
+    state: str
+    idle_seconds: float
+
+
+class IdleSessions(BaseModel):
+    sessions: list[SessionRef]
+
+
+class TerminateSessionsInput(BaseModel):
+    target: str
+    sessions: list[SessionRef]
+    idle_older_than_seconds: int
+    batch_size: int = 50
+    batch_pause_seconds: float = 0.0
+
+
+class TerminateSessionsResult(BaseModel):
+    terminated: list[int] = Field(default_factory=list)
+    already_gone: list[int] = Field(default_factory=list)
+    skipped_no_longer_idle: list[int] = Field(default_factory=list)
+
+
+# key_rotation: a login's sessions
+
+
+class SessionInfo(BaseModel):
+    pid: int
+    client_addr: str
+    application_name: str
+    backend_start: datetime
+
+    def describe(self) -> str:
+        app = f" {self.application_name}" if self.application_name else ""
+        return f"pid {self.pid} from {self.client_addr}{app} since {self.backend_start:%H:%M:%S}"

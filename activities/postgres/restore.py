@@ -1,10 +1,5 @@
-"""Temporal activities of the backup_restore runbook (Postgres).
+"""Restoring a backup into a Postgres target, beside the live database, then switching.
 
-- `find_backups`: the target's backups in S3; the newest taken before a time, or a named one.
-- `check_backup`: download it, compare its SHA-256, and read its table of contents with
-  `pg_restore --list`, before anyone is asked to approve it.
-- `snapshot_database`: `pg_dump -Fc` of the live database streamed to S3 with its checksum
-  and row counts (taken in the dump's own snapshot), so the restore itself can be undone.
 - `restore_to_scratch`: the backup into a new database beside the live one. Resumable: the
   schema first, then each table's data (a table with rows is complete: one COPY each), then
   indexes and constraints; a retry after a worker died continues where it stopped.
@@ -17,10 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import tempfile
 import time
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,195 +21,20 @@ from psycopg import sql
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.backups import databases as dbs
-from activities.backups import s3
-from activities.backups.models import (
-    BackupCheck,
-    BackupChoice,
-    BackupInfo,
-    CheckBackupInput,
+from activities.config import load_config
+from activities.postgres import databases as dbs
+from activities.postgres.backups import download_backup
+from activities.postgres.client_tools import parse_toc, pg_bin, run_tool
+from activities.postgres.connection import Conn
+from activities.postgres.models import (
     DropInput,
-    FindBackupsInput,
-    Manifest,
     RestoreInput,
     RestoreResult,
-    Snapshot,
-    SnapshotInput,
     SwitchInput,
     SwitchResult,
     ValidateInput,
     Validation,
 )
-from activities.backups.pg_tools import HEARTBEAT_SECONDS, parse_toc, pg_bin, run_tool
-from activities.config import BackupsConfig, load_config
-
-
-def _backups(target: str) -> BackupsConfig:
-    config = load_config().target(target)
-    if config.backups is None:
-        raise ApplicationError(
-            f"target {target!r} has no [targets.{target}.backups] (bucket, prefix)",
-            type="ConfigError",
-            non_retryable=True,
-        )
-    return config.backups
-
-
-def _work_dir() -> Path:
-    configured = load_config().runbooks.backup_restore.work_dir
-    return Path(configured or Path(tempfile.gettempdir()) / "remediate-restore")
-
-
-def _s3_failure(what: str, err: Exception) -> ApplicationError:
-    return ApplicationError(f"S3 refused to {what}: {s3.describe_error(err)}")
-
-
-@activity.defn
-async def find_backups(params: FindBackupsInput) -> BackupChoice:
-    config = _backups(params.target)
-    client = s3.s3_client(config.region)
-    try:
-        backups = await asyncio.to_thread(s3.list_backups, client, config.bucket, config.prefix)
-    except (s3.ClientError, s3.BotoCoreError) as err:
-        raise _s3_failure(f"list s3://{config.bucket}/{config.prefix}", err) from None
-    # The engine's own safety snapshots live under the same prefix by default; they are
-    # restore candidates only when named.
-    snapshots = config.snapshots()
-    regular = [b for b in backups if not (snapshots and b.key.startswith(snapshots))]
-    newest = regular[0] if regular else None
-    if params.name:
-        named = [b for b in backups if b.key == params.name or b.key.endswith("/" + params.name)]
-        if not named:
-            return BackupChoice(
-                examined=len(backups),
-                newest=newest,
-                why_none=f"no backup named {params.name!r} under s3://{config.bucket}/"
-                f"{config.prefix}",
-            )
-        return BackupChoice(chosen=named[0], examined=len(backups), newest=newest)
-    candidates = [b for b in regular if params.before is None or b.taken_at < params.before]
-    if not candidates:
-        where = f"s3://{config.bucket}/{config.prefix}"
-        why = (
-            f"no backup under {where} was taken before {params.before:%Y-%m-%d %H:%M:%S} UTC"
-            if params.before
-            else f"no backup under {where}"
-        )
-        return BackupChoice(examined=len(backups), newest=newest, why_none=why)
-    return BackupChoice(chosen=candidates[0], examined=len(backups), newest=newest)
-
-
-async def _download(backup: BackupInfo, target: str) -> Path:
-    config = _backups(target)
-    client = s3.s3_client(config.region)
-    try:
-        path: Path = await _with_heartbeat(
-            asyncio.to_thread(s3.download, client, backup, _work_dir()), "downloading"
-        )
-        return path
-    except (s3.ClientError, s3.BotoCoreError) as err:
-        raise _s3_failure(f"download {backup.url}", err) from None
-
-
-async def _with_heartbeat(work: Any, details: Any) -> Any:
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
-        if done:
-            return task.result()
-        activity.heartbeat(details)
-
-
-@activity.defn
-async def check_backup(params: CheckBackupInput) -> BackupCheck:
-    backup = params.backup
-    if not backup.sha256:
-        raise ApplicationError(
-            f"{backup.url} has no recorded checksum (no {backup.key}.json manifest and no "
-            "`sha256` object metadata): it cannot be verified, so it is not restored",
-            type="BackupUnverifiable",
-            non_retryable=True,
-        )
-    path = await _download(backup, params.target)
-    digest = await _with_heartbeat(asyncio.to_thread(s3.sha256_of, path), "checksum")
-    if digest != backup.sha256:
-        path.unlink(missing_ok=True)
-        raise ApplicationError(
-            f"{backup.url} is corrupt: its SHA-256 is {digest[:16]}…, the manifest says "
-            f"{backup.sha256[:16]}…",
-            type="BackupCorrupt",
-            non_retryable=True,
-        )
-    try:
-        listing = await run_tool(
-            [str(pg_bin() / "pg_restore"), "--list", str(path)], {}, "pg_restore --list"
-        )
-    except ApplicationError as err:
-        raise ApplicationError(
-            f"{backup.url} is not a readable pg_dump archive: {err.message}",
-            type="BackupUnreadable",
-            non_retryable=True,
-        ) from None
-    toc = parse_toc(listing)
-    tables = sorted(dbs.table_name(e.schema, e.name) for e in toc if e.kind == "TABLE DATA")
-    return BackupCheck(sha256=digest, size=path.stat().st_size, toc_entries=len(toc), tables=tables)
-
-
-@activity.defn
-async def snapshot_database(params: SnapshotInput) -> Snapshot:
-    """Idempotent per label: a snapshot already uploaded under it is returned as it is."""
-    config = _backups(params.target)
-    client = s3.s3_client(config.region)
-    conn = dbs.target_connection(params.target)
-    prefix = config.snapshots() if params.purpose == "snapshot" else config.prefix
-    key = f"{prefix}{conn.database}-{params.label}.dump"
-    existing = await asyncio.to_thread(s3.list_backups, client, config.bucket, key)
-    for backup in existing:
-        if backup.key == key and backup.sha256 and backup.row_counts is not None:
-            return Snapshot(
-                bucket=config.bucket,
-                key=key,
-                sha256=backup.sha256,
-                size=backup.size,
-                taken_at=backup.taken_at,
-                database=conn.database,
-                row_counts=backup.row_counts,
-            )
-    db = await dbs.connect(conn, conn.database)
-    try:
-        # Counts and dump from one snapshot: the manifest's counts are the dump's counts.
-        await db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = await (await db.execute("SELECT pg_export_snapshot() AS s, now() AS t")).fetchone()
-        assert row is not None
-        snapshot_id, taken_at = row["s"], row["t"]
-        counts = await dbs.row_counts(db)
-        argv = [str(pg_bin() / "pg_dump"), "-Fc", "--snapshot", snapshot_id, *conn.args()]
-        digest, size = await _with_heartbeat(
-            asyncio.to_thread(_dump_to_s3, argv, conn.env(), client, config.bucket, key),
-            "uploading",
-        )
-        await db.execute("COMMIT")
-    except (s3.ClientError, s3.BotoCoreError) as err:
-        raise _s3_failure(f"upload s3://{config.bucket}/{key}", err) from None
-    finally:
-        await db.close()
-    manifest = Manifest(
-        sha256=digest,
-        taken_at=taken_at.astimezone(UTC),
-        size=size,
-        database=conn.database,
-        row_counts=counts,
-    )
-    await asyncio.to_thread(s3.put_manifest, client, config.bucket, key, manifest)
-    return Snapshot(
-        bucket=config.bucket,
-        key=key,
-        sha256=digest,
-        size=size,
-        taken_at=manifest.taken_at,
-        database=conn.database,
-        row_counts=counts,
-    )
 
 
 @activity.defn
@@ -240,7 +58,7 @@ async def restore_to_scratch(params: RestoreInput) -> RestoreResult:
         state = scratch["marker"].get("state") if scratch else None
         if state == "restored":
             return RestoreResult(scratch=names.scratch, tables_restored=0, already_restored=True)
-        path = await _download(params.backup, params.target)
+        path = await download_backup(params.backup, params.target)
         bin_ = pg_bin()
         toc = parse_toc(await run_tool([str(bin_ / "pg_restore"), "--list", str(path)], {}, "list"))
         target_args = conn.on(names.scratch).args()
@@ -277,28 +95,7 @@ async def restore_to_scratch(params: RestoreInput) -> RestoreResult:
     )
 
 
-def _dump_to_s3(
-    argv: list[str], env: dict[str, str], client: Any, bucket: str, key: str
-) -> tuple[str, int]:
-    """pg_dump's output streamed straight to S3 (nothing on local disk), hashed on the way."""
-    process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments without secrets
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        digest, size = s3.upload_stream(client, process.stdout, bucket, key)
-    finally:
-        process.stdout.close()
-        stderr = process.stderr.read().decode(errors="replace")
-        code = process.wait()
-    if code != 0:
-        tail = " | ".join(stderr.strip().splitlines()[-3:])
-        client.delete_object(Bucket=bucket, Key=key)
-        raise ApplicationError(f"pg_dump failed (exit {code}): {tail}")
-    return digest, size
-
-
-async def _mark(admin: dbs.Conn, database: str, run: str, state: str) -> None:
+async def _mark(admin: Conn, database: str, run: str, state: str) -> None:
     await dbs.set_marker(admin, database, {"remediate_run": run, "role": "scratch", "state": state})
 
 

@@ -23,8 +23,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from temporalio.exceptions import ApplicationError
 
-from activities.keys.rotation_models import SessionInfo
-from activities.postgres import ENGINE_APPLICATION_NAME
+from activities.postgres.connection import ENGINE_APPLICATION_NAME, Conn, connect
+from activities.postgres.models import SessionInfo
 
 SCRAM_ITERATIONS = 4096
 # SQLSTATEs of a refused login: invalid_password, invalid_authorization_specification.
@@ -102,21 +102,13 @@ def scram_verifier(password: str, salt: bytes | None = None) -> str:
     return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-async def admin(dsn: str) -> psycopg.AsyncConnection[Any]:
-    try:
-        return await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, connect_timeout=10, application_name=ENGINE_APPLICATION_NAME
-        )
-    except psycopg.OperationalError as err:
-        raise ApplicationError(
-            f"cannot connect as the database target's admin: {type(err).__name__} "
-            f"({err.sqlstate or 'no sqlstate'})"
-        ) from None
+async def admin(dsn: str) -> Conn:
+    return await connect(dsn, "the database target's admin")
 
 
-async def require_roles(conn: psycopg.AsyncConnection[Any], users: list[str]) -> None:
+async def require_roles(conn: Conn, users: list[str]) -> None:
     cursor = await conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [users])
-    found = {row[0] for row in await cursor.fetchall()}
+    found = {row["rolname"] for row in await cursor.fetchall()}
     missing = [u for u in users if u not in found]
     if missing:
         raise ApplicationError(
@@ -127,7 +119,7 @@ async def require_roles(conn: psycopg.AsyncConnection[Any], users: list[str]) ->
         )
 
 
-async def set_password(conn: psycopg.AsyncConnection[Any], user: str, password: str) -> None:
+async def set_password(conn: Conn, user: str, password: str) -> None:
     await conn.execute(
         sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
             sql.Identifier(user), sql.Literal(scram_verifier(password))
@@ -135,34 +127,35 @@ async def set_password(conn: psycopg.AsyncConnection[Any], user: str, password: 
     )
 
 
-async def remove_password(conn: psycopg.AsyncConnection[Any], user: str) -> None:
+async def remove_password(conn: Conn, user: str) -> None:
     """The role keeps its grants and may get a password again; no password login works."""
     await conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD NULL").format(sql.Identifier(user)))
 
 
-async def sessions_of(conn: psycopg.AsyncConnection[Any], user: str) -> list[SessionInfo]:
+async def sessions_of(conn: Conn, user: str) -> list[SessionInfo]:
     cursor = await conn.execute(
-        "SELECT pid, host(client_addr), application_name, backend_start FROM pg_stat_activity "
-        "WHERE usename = %s AND pid <> pg_backend_pid() ORDER BY backend_start",
+        "SELECT pid, host(client_addr) AS addr, application_name, backend_start"
+        " FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()"
+        " ORDER BY backend_start",
         [user],
     )
     return [
         SessionInfo(
-            pid=int(pid),
-            client_addr=addr or "local",
-            application_name=app or "",
-            backend_start=started,
+            pid=int(row["pid"]),
+            client_addr=row["addr"] or "local",
+            application_name=row["application_name"] or "",
+            backend_start=row["backend_start"],
         )
-        for pid, addr, app, started in await cursor.fetchall()
+        for row in await cursor.fetchall()
     ]
 
 
-async def terminate(conn: psycopg.AsyncConnection[Any], pids: list[int]) -> int:
+async def terminate(conn: Conn, pids: list[int]) -> int:
     if not pids:
         return 0
     cursor = await conn.execute(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest(%s::int[]) pid",
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM unnest(%s::int[]) pid",
         [pids],
     )
     row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return int(row["n"]) if row else 0

@@ -16,7 +16,7 @@ from typing import IO, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from activities.backups.models import BackupInfo, Manifest
+from activities.storage.models import BackupInfo, Manifest
 
 CHUNK = 8 * 1024 * 1024
 MANIFEST_SUFFIX = ".json"

@@ -10,93 +10,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-from pydantic import BaseModel, Field
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.config import load_config
-from activities.secrets import resolve_secret
+from activities.postgres.connection import (
+    ENDABLE_PARAMS,
+    ENDABLE_SESSIONS,
+    Conn,
+    connect_target,
+)
+from activities.postgres.models import (
+    ConnectionUsage,
+    FindIdleSessionsInput,
+    IdleSessions,
+    SessionRef,
+    TargetInput,
+    TerminateSessionsInput,
+    TerminateSessionsResult,
+)
 
-ENGINE_APPLICATION_NAME = "remediation-engine"
 TERMINATION_WAIT_SECONDS = 5.0
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
-
-
-class TargetInput(BaseModel):
-    target: str
-
-
-class ConnectionUsage(BaseModel):
-    target: str
-    database: str
-    max_connections: int
-    total: int
-    usage: float
-    by_state: dict[str, int]
-    by_user: dict[str, int]
-    by_application: dict[str, int]
-
-
-class FindIdleSessionsInput(BaseModel):
-    target: str
-    idle_older_than_seconds: int
-
-
-class SessionRef(BaseModel):
-    """A backend is identified by pid *and* start time: a pid alone can be reused."""
-
-    pid: int
-    backend_start: datetime
-    user: str
-    application: str
-    state: str
-    idle_seconds: float
-
-
-class IdleSessions(BaseModel):
-    sessions: list[SessionRef]
-
-
-class TerminateSessionsInput(BaseModel):
-    target: str
-    sessions: list[SessionRef]
-    idle_older_than_seconds: int
-    batch_size: int = 50
-    batch_pause_seconds: float = 0.0
-
-
-class TerminateSessionsResult(BaseModel):
-    terminated: list[int] = Field(default_factory=list)
-    already_gone: list[int] = Field(default_factory=list)
-    skipped_no_longer_idle: list[int] = Field(default_factory=list)
-
-
-async def connect_target(target: str) -> psycopg.AsyncConnection[dict[str, Any]]:
-    config = load_config().target(target)
-    if config.kind != "postgres" or config.dsn is None:
-        raise ApplicationError(
-            f"target {target!r} is a {config.kind} target, not postgres", non_retryable=True
-        )
-    dsn = resolve_secret(config.dsn)
-    try:
-        return await psycopg.AsyncConnection.connect(
-            dsn,
-            autocommit=True,
-            connect_timeout=10,
-            application_name=ENGINE_APPLICATION_NAME,
-            row_factory=dict_row,
-        )
-    except psycopg.OperationalError as err:
-        # The driver's message can echo the DSN; report the target, not the string.
-        raise ApplicationError(
-            f"cannot connect to target {target!r}: {type(err).__name__} "
-            f"({err.sqlstate or 'no sqlstate'})"
-        ) from None
 
 
 def _count(rows: Sequence[dict[str, Any]], key: str) -> dict[str, int]:
@@ -137,20 +72,14 @@ async def get_connection_usage(params: TargetInput) -> ConnectionUsage:
     )
 
 
-# Sessions of the target's database that are idle (or idle in a transaction) for longer than
-# the threshold, excluding our own backend, other engine sessions, superusers and replication.
-_ELIGIBLE = """
-    FROM pg_stat_activity a
-    LEFT JOIN pg_roles r ON r.oid = a.usesysid
-    WHERE a.datname = current_database()
-      AND a.backend_type = 'client backend'
-      AND a.pid <> pg_backend_pid()
-      AND a.application_name <> %(engine)s
+# Endable sessions idle (or idle in a transaction) for longer than the threshold.
+_ELIGIBLE = (
+    ENDABLE_SESSIONS
+    + """
       AND a.state = ANY(%(states)s)
       AND a.state_change < now() - make_interval(secs => %(older)s)
-      AND NOT coalesce(r.rolsuper, false)
-      AND NOT coalesce(r.rolreplication, false)
 """
+)
 
 
 @activity.defn
@@ -162,7 +91,7 @@ async def find_idle_sessions(params: FindIdleSessionsInput) -> IdleSessions:
             + _ELIGIBLE
             + " ORDER BY a.state_change",
             {
-                "engine": ENGINE_APPLICATION_NAME,
+                **ENDABLE_PARAMS,
                 "states": list(IDLE_STATES),
                 "older": params.idle_older_than_seconds,
             },
@@ -183,9 +112,7 @@ async def find_idle_sessions(params: FindIdleSessionsInput) -> IdleSessions:
     )
 
 
-async def _present(
-    conn: psycopg.AsyncConnection[dict[str, Any]], sessions: list[SessionRef]
-) -> set[int]:
+async def _present(conn: Conn, sessions: list[SessionRef]) -> set[int]:
     cur = await conn.execute(
         "SELECT a.pid FROM pg_stat_activity a WHERE (a.pid, a.backend_start) IN"
         " (SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]))",
@@ -195,7 +122,7 @@ async def _present(
 
 
 async def _terminate_batch(
-    conn: psycopg.AsyncConnection[dict[str, Any]],
+    conn: Conn,
     batch: list[SessionRef],
     idle_older_than_seconds: int,
 ) -> TerminateSessionsResult:
@@ -208,7 +135,7 @@ async def _terminate_batch(
         + " AND (a.pid, a.backend_start) IN"
         "   (SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]))",
         {
-            "engine": ENGINE_APPLICATION_NAME,
+            **ENDABLE_PARAMS,
             "states": list(IDLE_STATES),
             "older": idle_older_than_seconds,
             "pids": pids,

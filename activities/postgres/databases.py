@@ -12,49 +12,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from temporalio.exceptions import ApplicationError
 
-from activities.backups.pg_tools import Connection
-from activities.config import load_config
-from activities.postgres import ENGINE_APPLICATION_NAME
-from activities.secrets import resolve_secret
+from activities.postgres import connection
+from activities.postgres.client_tools import Connection
+from activities.postgres.connection import Conn, target_dsn
 
 READ_ONLY_SETTING = "default_transaction_read_only=on"
 
-Conn = psycopg.AsyncConnection[dict[str, Any]]
-
 
 def target_connection(target: str) -> Connection:
-    config = load_config().target(target)
-    if config.kind != "postgres" or config.dsn is None:
-        raise ApplicationError(
-            f"target {target!r} is a {config.kind} target; backup_restore restores Postgres",
-            type="ConfigError",
-            non_retryable=True,
-        )
-    return Connection(resolve_secret(config.dsn))
+    return Connection(target_dsn(target, "; backup_restore restores Postgres"))
 
 
 async def connect(conn: Connection, database: str | None = None) -> Conn:
     """A connection to `database` on the target's cluster (default: its maintenance
     database, from which databases can be created, renamed and dropped)."""
-    dsn = conn.on(database or "postgres").dsn
-    try:
-        return await psycopg.AsyncConnection.connect(
-            dsn,
-            autocommit=True,
-            connect_timeout=10,
-            application_name=ENGINE_APPLICATION_NAME,
-            row_factory=dict_row,
-        )
-    except psycopg.OperationalError as err:
-        raise ApplicationError(
-            f"cannot connect to database {database or 'postgres'!r} of the target: "
-            f"{type(err).__name__} ({err.sqlstate or 'no sqlstate'})"
-        ) from None
+    name = database or "postgres"
+    return await connection.connect(conn.on(name).dsn, f"database {name!r} of the target")
 
 
 async def databases(admin: Conn, names: list[str]) -> dict[str, dict[str, Any]]:

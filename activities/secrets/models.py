@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, field_validator
 
+from activities.postgres.models import SessionInfo
+
 # Secrets Manager's ClientRequestToken: 32 to 64 characters.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
@@ -80,17 +82,6 @@ class CredentialTest(BaseModel):
     version_id: str
     principal: str
     works: bool
-
-
-class SessionInfo(BaseModel):
-    pid: int
-    client_addr: str
-    application_name: str
-    backend_start: datetime
-
-    def describe(self) -> str:
-        app = f" {self.application_name}" if self.application_name else ""
-        return f"pid {self.pid} from {self.client_addr}{app} since {self.backend_start:%H:%M:%S}"
 
 
 class RevokeInput(BaseModel):

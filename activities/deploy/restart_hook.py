@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.config import load_config
-from activities.secrets import resolve_secret
-
-
-class RestartAppInput(BaseModel):
-    target: str
-    # Same key for every attempt of one approved plan: the hook restarts at most once per key.
-    idempotency_key: str
-
-
-class RestartAppResult(BaseModel):
-    url: str
-    status_code: int
-    already_done: bool
+from activities.deploy.models import RestartAppInput, RestartAppResult
+from activities.secrets.references import resolve_secret
 
 
 @activity.defn

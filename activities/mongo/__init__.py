@@ -1,0 +1,1 @@
+"""MongoDB (pymongo): connection usage for the pool-exhaustion diagnosis."""
