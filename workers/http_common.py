@@ -1,0 +1,74 @@
+"""What the service's routers share: the error body every refusal has, the Temporal client
+the app factory puts on `app.state`, and the guards of a signed webhook (body size limit,
+configured secrets, HMAC check, refusal counted in REJECTED). The alert intake and the Slack
+interactions endpoint both authenticate raw bytes this way before parsing anything."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from activities.config import SecretRef, load_config
+from activities.secrets.references import resolve_secret
+from workers.metrics import REJECTED
+from workers.webhook_auth import any_signature_matches, timestamp_fresh
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+# The refusals a signed webhook can get, for the OpenAPI document.
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+def temporal_client(request: Request) -> Client:
+    """The app's Temporal client, connected at start-up (see `workers.service.lifespan`)."""
+    client: Client = request.app.state.client
+    return client
+
+
+def refuse(source: str, reason: str, status: int, message: str) -> HTTPException:
+    REJECTED.labels(source, reason).inc()
+    return HTTPException(status_code=status, detail=message)
+
+
+async def read_body(request: Request, source: str) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise refuse(source, "too_large", 413, "payload larger than 1 MiB")
+    return body
+
+
+def configured_secrets(refs: list[SecretRef], source: str) -> list[str]:
+    if not refs:
+        raise refuse(source, "not_configured", 401, f"{source} intake has no credential configured")
+    return [resolve_secret(ref) for ref in refs]
+
+
+def check_hmac(
+    source: str,
+    refs: list[SecretRef],
+    signed: bytes,
+    signatures: list[str],
+    timestamp: str | None = None,
+) -> None:
+    """The sender's signature over `signed`, under any configured secret; where the sender
+    signs a timestamp (`timestamp` not None), it must also be inside the window."""
+    config = load_config()
+    secrets = configured_secrets(refs, source)
+    window = config.intake.timestamp_tolerance_seconds
+    if timestamp is not None and not timestamp_fresh(timestamp, time.time(), window):
+        raise refuse(source, "stale", 401, "missing timestamp or outside the accepted window")
+    if not any_signature_matches(secrets, signed, signatures):
+        raise refuse(source, "unauthenticated", 401, "missing or wrong signature")

@@ -1,0 +1,162 @@
+"""The alert intake: POST /alerts/alertmanager | grafana | pagerduty | generic. Each route
+authenticates the raw bytes as its sender signs them (see `workers.http_common`), only then
+parses the payload, and dispatches every alert in it to Temporal (`workers.dispatch`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from pydantic import BaseModel, Field, ValidationError
+from temporalio.service import RPCError
+
+from activities.config import EngineConfig, load_config
+from workers.alert_payloads import (
+    AlertmanagerPayload,
+    GenericAlert,
+    GrafanaPayload,
+    IncomingAlert,
+    PagerDutyPayload,
+    from_generic,
+    from_pagerduty,
+    from_prometheus_style,
+)
+from workers.dispatch import Dispatched, Outcome, dispatch
+from workers.http_common import (
+    WEBHOOK_RESPONSES,
+    check_hmac,
+    configured_secrets,
+    read_body,
+    refuse,
+    temporal_client,
+)
+from workers.metrics import ALERTS, RUNS_STARTED
+from workers.settings import Settings
+from workers.webhook_auth import credential_matches, versioned_signatures
+
+router = APIRouter()
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class IntakeResult(BaseModel):
+    accepted: int
+    results: list[dict[str, str | None]] = Field(default_factory=list)
+
+
+def _parse(model: type[T], body: bytes, source: str) -> T:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
+        )
+        raise refuse(source, "malformed", 422, f"not a {source} payload: {problems}") from None
+
+
+async def _dispatch_all(request: Request, source: str, alerts: list[IncomingAlert]) -> IntakeResult:
+    config: EngineConfig = load_config()
+    settings: Settings = request.app.state.settings
+    try:
+        done: list[Dispatched] = await asyncio.gather(
+            *(dispatch(temporal_client(request), config, settings.task_queue, a) for a in alerts)
+        )
+    except RPCError as err:
+        # Temporal is unreachable: a 503 makes the sender retry, so nothing valid is lost.
+        raise HTTPException(
+            status_code=503, detail=f"cannot reach Temporal: {err.message}"
+        ) from None
+    for result in done:
+        ALERTS.labels(source, result.outcome.value).inc()
+        if result.outcome == Outcome.STARTED:
+            RUNS_STARTED.labels(result.runbook or "").inc()
+    return IntakeResult(accepted=len(done), results=[d.as_dict() for d in done])
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Document the payload without letting FastAPI parse it: authentication is checked on
+    the raw bytes first, so an unauthenticated request never reaches the parser."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post(
+    "/alerts/alertmanager",
+    status_code=202,
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=_body_schema(AlertmanagerPayload),
+)
+async def alertmanager(
+    request: Request, authorization: Annotated[str, Header()] = ""
+) -> IntakeResult:
+    """Alertmanager webhook (payload version 4). Alertmanager cannot sign, so it sends a
+    bearer token or basic auth (`http_config`)."""
+    config = load_config()
+    tokens = configured_secrets(config.intake.alertmanager_tokens, "alertmanager")
+    if not credential_matches(authorization, tokens):
+        raise refuse("alertmanager", "unauthenticated", 401, "missing or wrong credential")
+    payload = _parse(AlertmanagerPayload, await read_body(request, "alertmanager"), "alertmanager")
+    return await _dispatch_all(
+        request, "alertmanager", from_prometheus_style("alertmanager", payload)
+    )
+
+
+@router.post(
+    "/alerts/grafana",
+    status_code=202,
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=_body_schema(GrafanaPayload),
+)
+async def grafana(request: Request) -> IntakeResult:
+    """Grafana webhook contact point with an HMAC-SHA256 signature (hex) in the configured
+    header; when a timestamp header is configured, Grafana signs `timestamp:body`, and the
+    timestamp must also be recent."""
+    intake = load_config().intake
+    signature = request.headers.get(intake.grafana_signature_header, "")
+    timestamp = request.headers.get(intake.grafana_timestamp_header) or None
+    body = await read_body(request, "grafana")
+    signed = f"{timestamp}:".encode() + body if timestamp else body
+    check_hmac("grafana", intake.grafana_secrets, signed, [signature], timestamp)
+    payload = _parse(GrafanaPayload, body, "grafana")
+    return await _dispatch_all(request, "grafana", from_prometheus_style("grafana", payload))
+
+
+@router.post(
+    "/alerts/pagerduty",
+    status_code=202,
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=_body_schema(PagerDutyPayload),
+)
+async def pagerduty(
+    request: Request,
+    signature: Annotated[str, Header(alias="X-PagerDuty-Signature")] = "",
+) -> IntakeResult:
+    """PagerDuty V3 webhook: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, HMAC-SHA256 of
+    the raw body; several signatures while a secret rotates."""
+    body = await read_body(request, "pagerduty")
+    secrets = load_config().intake.pagerduty_secrets
+    check_hmac("pagerduty", secrets, body, versioned_signatures(signature))
+    payload = _parse(PagerDutyPayload, body, "pagerduty")
+    return await _dispatch_all(request, "pagerduty", from_pagerduty(payload))
+
+
+@router.post(
+    "/alerts/generic",
+    status_code=202,
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=_body_schema(GenericAlert),
+)
+async def generic(
+    request: Request,
+    signature: Annotated[str, Header(alias="X-Remediate-Signature")] = "",
+    timestamp: Annotated[str, Header(alias="X-Remediate-Timestamp")] = "",
+) -> IntakeResult:
+    """Our schema (GenericAlert). Sign `{timestamp}.{body}` with HMAC-SHA256 and send
+    `X-Remediate-Timestamp: <unix seconds>` and `X-Remediate-Signature: v1=<hex>`."""
+    body = await read_body(request, "generic")
+    signed = f"{timestamp}.".encode() + body
+    secrets = load_config().intake.generic_secrets
+    check_hmac("generic", secrets, signed, versioned_signatures(signature), timestamp)
+    payload = _parse(GenericAlert, body, "generic")
+    return await _dispatch_all(request, "generic", from_generic(payload))

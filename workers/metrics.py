@@ -1,0 +1,28 @@
+"""The service's Prometheus metric objects, in one place because several routers count into
+them (intake, approvals, Slack) and GET /metrics exports them. Defined once per process: the
+prometheus_client registry is global and refuses a second metric of the same name."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from workflows.models import RunStatus
+
+ALERTS = Counter("remediate_alerts_total", "Alerts received", ["source", "outcome"])
+REJECTED = Counter("remediate_webhooks_rejected_total", "Webhooks refused", ["source", "reason"])
+RUNS_STARTED = Counter("remediate_runs_started_total", "Runs started by alerts", ["runbook"])
+DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
+GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
+RUN_OUTCOMES = Gauge(
+    "remediate_runs_finished", "Finished remediations by outcome (from Temporal)", ["status"]
+)
+# The finished statuses RUN_OUTCOMES reports, counted from Temporal at each scrape.
+OUTCOMES = (
+    RunStatus.REMEDIATED,
+    RunStatus.ESCALATED,
+    RunStatus.ABORTED,
+    RunStatus.REJECTED,
+    RunStatus.RESOLVED,
+    RunStatus.NO_ACTION_NEEDED,
+    RunStatus.DRY_RUN,
+)
