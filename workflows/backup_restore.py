@@ -66,11 +66,10 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import BACKUP_RESTORE
+    from workflows.policies import ACT_RETRY, LONG_TIMEOUT, READ_RETRY, STEP_TIMEOUT
     from workflows.read_only import ReadOnlyWorkflow
-    from workflows.runbook import READ_RETRY, RunbookWorkflow
+    from workflows.runbook import BadInputError, RunbookWorkflow
 
-TIMEOUT = timedelta(minutes=2)
-LONG = timedelta(hours=6)
 # Long steps retry after a worker dies (the heartbeat timeout notices) and resume; a step
 # that fails for a reason of its own (a corrupt backup, a name taken) does not retry.
 LONG_RETRY = RetryPolicy(
@@ -79,10 +78,6 @@ LONG_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=["ConfigError", "BackupUnverifiable", "BackupCorrupt"],
 )
-
-
-class BadInputError(Exception):
-    pass
 
 
 @workflow.defn(name="BackupRestoreWorkflow")
@@ -152,7 +147,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         choice = await workflow.execute_activity(
             find_backups,
             FindBackupsInput(target=target.target, before=before, name=name),
-            start_to_close_timeout=TIMEOUT,
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         if choice.chosen is None:
@@ -165,7 +160,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         check = await workflow.execute_activity(
             check_backup,
             CheckBackupInput(target=target.target, backup=backup),
-            start_to_close_timeout=LONG,
+            start_to_close_timeout=LONG_TIMEOUT,
             heartbeat_timeout=self._heartbeat(target),
             retry_policy=LONG_RETRY,
         )
@@ -206,7 +201,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         restored = await workflow.execute_activity(
             restore_to_scratch,
             RestoreInput(target=target.target, backup=backup, names=names, run=run),
-            start_to_close_timeout=LONG,
+            start_to_close_timeout=LONG_TIMEOUT,
             heartbeat_timeout=self._heartbeat(target),
             retry_policy=LONG_RETRY,
         )
@@ -230,8 +225,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         switched = await workflow.execute_activity(
             switch_in_restored,
             SwitchInput(target=target.target, names=names, run=run),
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=READ_RETRY,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=ACT_RETRY,
         )
         self.switched = True
         self.mark("switched")
@@ -240,8 +235,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             back = await workflow.execute_activity(
                 switch_back,
                 SwitchInput(target=target.target, names=names, run=run),
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=READ_RETRY,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=ACT_RETRY,
             )
             self.switched = False
             self.audit.record("compensation", back.detail)
@@ -254,8 +249,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             await workflow.execute_activity(
                 drop_replaced,
                 DropInput(target=target.target, database=names.previous, run=run),
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=READ_RETRY,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=ACT_RETRY,
             )
             self.audit.record(
                 "action", f"dropped the replaced database {names.previous} (snapshot kept)"
@@ -283,8 +278,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 back = await workflow.execute_activity(
                     switch_back,
                     SwitchInput(target=self.params.target, names=names, run=run),
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=READ_RETRY,
+                    start_to_close_timeout=STEP_TIMEOUT,
+                    retry_policy=ACT_RETRY,
                 )
                 self.switched = False
                 done.append(back.detail)
@@ -294,8 +289,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     DropInput(
                         target=self.params.target, database=names.scratch, run=run, role="scratch"
                     ),
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=READ_RETRY,
+                    start_to_close_timeout=STEP_TIMEOUT,
+                    retry_policy=ACT_RETRY,
                 )
                 if dropped:
                     done.append(f"dropped the half-restored {names.scratch}")
@@ -341,7 +336,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         snapshot = await workflow.execute_activity(
             snapshot_database,
             SnapshotInput(target=target.target, label=f"pre-restore-{self._token()}"),
-            start_to_close_timeout=LONG,
+            start_to_close_timeout=LONG_TIMEOUT,
             heartbeat_timeout=self._heartbeat(target),
             retry_policy=LONG_RETRY,
         )
@@ -359,7 +354,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         result = await workflow.execute_activity(
             validate_database,
             ValidateInput(target=target.target, database=database, expected_counts=expected),
-            start_to_close_timeout=LONG,
+            start_to_close_timeout=LONG_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         self.audit.record(

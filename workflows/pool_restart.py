@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,10 +40,8 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import POOL_RESTART
-    from workflows.runbook import READ_RETRY, RunbookWorkflow
-
-ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
-READ_TIMEOUT = timedelta(seconds=60)
+    from workflows.policies import ACT_RETRY, READ_RETRY, READ_TIMEOUT, STEP_TIMEOUT
+    from workflows.runbook import RunbookWorkflow
 
 
 @workflow.defn(name="PoolRestartWorkflow")
@@ -199,7 +196,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 target=target.target,
                 idempotency_key=f"{info.workflow_id}/{info.run_id}/{plan.plan_id}",
             ),
-            start_to_close_timeout=timedelta(minutes=2),
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=ACT_RETRY,
         )
         self.audit.record(

@@ -19,7 +19,6 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -37,10 +36,9 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import READ_ONLY
-    from workflows.runbook import READ_RETRY, RunbookWorkflow
+    from workflows.policies import ACT_RETRY, READ_RETRY, STEP_TIMEOUT
+    from workflows.runbook import BadInputError, RunbookWorkflow
 
-ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
-TIMEOUT = timedelta(minutes=2)
 PHASES = ("full", "enter", "exit")
 
 
@@ -49,10 +47,6 @@ class EndHold(BaseModel):
 
     requested_by: str
     reason: str = ""
-
-
-class BadInputError(Exception):
-    """The run's parameters or the target cannot work; nothing was touched."""
 
 
 @workflow.defn(name="ReadOnlyWorkflow")
@@ -269,7 +263,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
         return await workflow.execute_activity(
             activity,
             ReadOnlyInput(target=target.target, enabled=enabled),
-            start_to_close_timeout=TIMEOUT,
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=READ_RETRY,
         )
 
@@ -290,7 +284,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
         return await workflow.execute_activity(
             activity,
             ReadOnlyInput(target=target, enabled=enabled),
-            start_to_close_timeout=TIMEOUT,
+            start_to_close_timeout=STEP_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=ACT_RETRY,
         )

@@ -42,7 +42,8 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import ROLLBACK
-    from workflows.runbook import READ_RETRY, RunbookWorkflow
+    from workflows.policies import READ_RETRY, STEP_TIMEOUT
+    from workflows.runbook import RunbookWorkflow
 
 # Deploy APIs rate-limit: retries wait the vendor's Retry-After (next_retry_delay) and give
 # up after a bounded total (schedule-to-close), then the run escalates.
@@ -50,7 +51,6 @@ DEPLOY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 DEPLOY_READ_TOTAL = timedelta(minutes=5)
-TIMEOUT = timedelta(minutes=2)
 
 
 @workflow.defn(name="RollbackWorkflow")
@@ -152,7 +152,7 @@ class RollbackWorkflow(RunbookWorkflow):
         situation = await workflow.execute_activity(
             find_deployments,
             FindDeploymentsInput(target=target.target, history_limit=target.rollback.history_limit),
-            start_to_close_timeout=TIMEOUT,
+            start_to_close_timeout=STEP_TIMEOUT,
             schedule_to_close_timeout=DEPLOY_READ_TOTAL,
             retry_policy=DEPLOY_RETRY,
         )

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -39,9 +38,11 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
+    from workflows.policies import NOTIFY_RETRY, READ_RETRY
 
-READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
-NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+
+class BadInputError(Exception):
+    """The run's parameters or the target cannot work; nothing was touched."""
 
 
 class RunbookWorkflow:

@@ -1,0 +1,23 @@
+"""How long and how often the runbooks' activities may run: one place for every runbook.
+
+Reads (diagnosis, plans, state checks) retry a few times, quickly, and then the run escalates:
+a diagnosis that cannot be made is a reason to ask a person. Writes are idempotent and retry
+longer with backoff, because a write abandoned half-way leaves its target in between; a
+non-retryable error (bad config, drift from the plan) still stops them at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
+NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+
+# Most steps are one or two API or SQL calls.
+STEP_TIMEOUT = timedelta(minutes=2)
+READ_TIMEOUT = timedelta(seconds=60)
+# Downloads, dumps and restores, which heartbeat while they run.
+LONG_TIMEOUT = timedelta(hours=6)
