@@ -24,7 +24,11 @@ class ApprovalApi:
                     method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
                 )
             except httpx.HTTPError as err:
-                message = f"cannot reach {self.base_url}: {type(err).__name__}"
+                message = (
+                    f"cannot reach the approval service at {self.base_url} "
+                    f"({type(err).__name__}): is remediate-service running there? "
+                    "(REMEDIATE_API_URL)"
+                )
                 raise DecisionError(message, 503) from None
         if response.status_code >= 400:
             try:
@@ -37,14 +41,22 @@ class ApprovalApi:
     async def pending(self) -> list[GateView]:
         return _GATES.validate_json((await self._call("GET", "/approvals")).content)
 
-    async def decide(self, workflow_id: str, kind: DecisionKind, reason: str) -> ApprovalDecision:
-        gate = next((g for g in await self.pending() if g.workflow_id == workflow_id), None)
-        if gate is None:
-            raise DecisionError(f"{workflow_id} has no gate awaiting a decision", 409)
+    async def open_gate(self, workflow_id: str) -> GateView | None:
+        """The gate open on `workflow_id`, or None (the service does not say whether the run
+        is between gates, has ended or does not exist)."""
+        return next((g for g in await self.pending() if g.workflow_id == workflow_id), None)
+
+    async def decide(
+        self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
+    ) -> ApprovalDecision:
+        """Decide `plan_id` (the plan the caller saw), or else the plan open now."""
+        if plan_id is None:
+            gate = await self.open_gate(workflow_id)
+            if gate is None:
+                raise DecisionError(f"{workflow_id} has no gate awaiting a decision", 409)
+            plan_id = gate.plan.plan_id
         response = await self._call(
-            "POST",
-            f"/approvals/{workflow_id}/{kind}",
-            {"plan_id": gate.plan.plan_id, "reason": reason},
+            "POST", f"/approvals/{workflow_id}/{kind}", {"plan_id": plan_id, "reason": reason}
         )
         return ApprovalDecision.model_validate_json(response.content)
 

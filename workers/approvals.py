@@ -3,7 +3,8 @@ an authenticated caller's decision into a signed Update on the exact plan they s
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.approval_auth import DecisionKind, identify, mint_for
@@ -22,6 +23,14 @@ class DecisionError(Exception):
         self.status = status
 
 
+class RunEndedError(DecisionError):
+    """The run has finished: no gate will open on it again."""
+
+    def __init__(self, workflow_id: str, status: WorkflowExecutionStatus | None) -> None:
+        how = status.name.lower() if status else "ended"
+        super().__init__(f"{workflow_id} has ended ({how}), no gate will open on it", 409)
+
+
 async def pending_gates(client: Client) -> list[GateView]:
     gates = []
     query = f"{SA_STATUS.name} = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
@@ -31,6 +40,22 @@ async def pending_gates(client: Client) -> list[GateView]:
         if gate is not None:
             gates.append(gate)
     return gates
+
+
+async def open_gate(client: Client, workflow_id: str) -> GateView | None:
+    """The gate open on `workflow_id` now, or None while it runs without one (between gates,
+    or before its first). DecisionError 404 if there is no such run; RunEndedError if it
+    has finished."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        described = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
+        raise
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        raise RunEndedError(workflow_id, described.status)
+    return await handle.query(RunbookWorkflow.pending_gate)
 
 
 async def decide(
@@ -79,7 +104,7 @@ async def decide_as(
             update, request, id=f"{kind}-{gate.plan.plan_id}-{request.approver}"
         )
     except WorkflowUpdateFailedError as err:
-        raise DecisionError(str(err.cause), 403) from None
+        raise DecisionError(_reason(err), 403) from None
 
 
 async def end_hold(
@@ -98,4 +123,11 @@ async def end_hold(
             raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
         raise
     except WorkflowUpdateFailedError as err:
-        raise DecisionError(f"{workflow_id}: {err.cause}", 409) from None
+        raise DecisionError(f"{workflow_id}: {_reason(err)}", 409) from None
+
+
+def _reason(err: WorkflowUpdateFailedError) -> str:
+    """The workflow's refusal as it wrote it: `str()` of an ApplicationError would prefix its
+    type ("DecisionRefused: decision refused: ...")."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)

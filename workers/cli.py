@@ -2,6 +2,10 @@
 
 The caller's identity comes from their token (REMEDIATE_TOKEN or --token-file), checked
 against the hashed tokens in the config; decisions are minted and signed for that identity.
+
+A user error (bad input, an unknown name, a refused decision, an unreachable server) is one
+line, `error: <what is wrong and what to do>`, with exit code 2: `_user_error` decides which
+exceptions are those, in one place (`main`). Anything else is a bug: a plain traceback, exit 1.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ import asyncio
 import json
 import os
 import sys
+import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
     SearchAttributePair,
@@ -33,9 +41,16 @@ from activities.safety import (
     safety_workflow_id,
 )
 from workers.api_client import ApprovalApi
-from workers.approvals import DecisionError, decide, end_hold, pending_gates
+from workers.approvals import (
+    DecisionError,
+    RunEndedError,
+    decide,
+    end_hold,
+    open_gate,
+    pending_gates,
+)
 from workers.settings import Settings, connect
-from workflows.models import ApprovalDecision, RunbookInput, RunReport, RunStatus
+from workflows.models import ApprovalDecision, GateView, RunbookInput, RunReport, RunStatus
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
     SA_REQUESTED_BY,
@@ -46,44 +61,111 @@ from workflows.names import (
 )
 from workflows.runbook import RunbookWorkflow
 
-app = typer.Typer(help="Automated remediation with approval gates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Automated remediation with approval gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # a bug prints a plain traceback (see `main`)
+)
 T = TypeVar("T")
+POLL_SECONDS = 0.5
+DEFAULT_WAIT_SECONDS = 60
 
 TokenFile = Annotated[
     Path | None, typer.Option(help="file holding your token (default: $REMEDIATE_TOKEN)")
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+WaitFlag = Annotated[
+    bool,
+    typer.Option("--wait", help="if no gate is open yet, wait for one (up to --timeout seconds)"),
+]
+Timeout = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="SECONDS",
+        help=f"with --wait: how long to wait (default {DEFAULT_WAIT_SECONDS})",
+    ),
+]
+DetailsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--details", help="also each plan's parameters (e.g. every session: pid, backend start)"
+    ),
+]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
+class UserError(Exception):
+    """Something the user can fix: shown as one `error:` line, exit code 2."""
+
+
+def _user_error(err: Exception) -> str | None:
+    """The line telling the user what to fix, or None for a bug (shown with its traceback)."""
+    if isinstance(err, DecisionError | UserError | ConfigError | AuthenticationFailedError):
+        return str(err)
+    if isinstance(err, RPCError):
+        return _rpc_error(err)
+    if isinstance(err, ValidationError) and err.title == Settings.__name__:
+        return "; ".join(_setting_error(e["loc"], e["msg"]) for e in err.errors())
+    return None
+
+
+def _setting_error(loc: tuple[int | str, ...], msg: str) -> str:
+    return f"REMEDIATE_{'_'.join(str(part) for part in loc).upper()}: {msg}"
+
+
+def _rpc_error(err: RPCError) -> str:
+    if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return "Temporal got no answer in time: is the remediation worker running?"
+    if err.status == RPCStatusCode.UNAVAILABLE:
+        return f"lost Temporal at {Settings().temporal_address}: is it running?"
+    return f"Temporal refused the request: {err.message}"
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def _connect() -> Client:
+    settings = Settings()
     try:
-        return asyncio.run(coro)
-    except (ConfigError, AuthenticationFailedError) as err:
-        raise _fail(str(err)) from None
-    except RPCError as err:
-        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            raise _fail("no answer within 30 s: is the remediation worker running?") from None
-        raise _fail(f"Temporal refused the request: {err.message}") from None
-    except RuntimeError as err:
-        if "connect" in str(err).lower():
-            raise _fail(f"cannot reach Temporal at {Settings().temporal_address}") from None
-        raise
+        return await connect(settings)
+    except RuntimeError:
+        raise UserError(
+            f"cannot reach Temporal at {settings.temporal_address}: is it running? "
+            "(set REMEDIATE_TEMPORAL_ADDRESS)"
+        ) from None
+
+
+async def _with_client(fn: Callable[[Client], Awaitable[T]]) -> T:
+    return await fn(await _connect())
 
 
 def _token(token_file: Path | None) -> str:
-    token = token_file.read_text().strip() if token_file else os.environ.get("REMEDIATE_TOKEN")
+    if token_file is None:
+        token = os.environ.get("REMEDIATE_TOKEN")
+    else:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as err:
+            raise UserError(f"cannot read --token-file {token_file}: {err.strerror}") from None
     if not token:
-        raise _fail("no credential: set REMEDIATE_TOKEN or pass --token-file")
+        raise UserError("no credential: set REMEDIATE_TOKEN or pass --token-file")
     return token
+
+
+def _no_such_run(workflow_id: str) -> UserError:
+    return UserError(f"no remediation {workflow_id!r}; `remediate list` shows the runs")
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _parameters(pairs: list[str]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p or p.startswith("=")]
+    if bad:
+        raise UserError(f"--param takes key=value, not {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
 
 
 @app.command()
@@ -97,20 +179,19 @@ def start(
 ) -> None:
     """Start RUNBOOK on a target; prints the workflow id (an existing run is reused)."""
     if runbook not in RUNBOOK_WORKFLOW_TYPES:
-        raise _fail(f"unknown runbook {runbook!r}; known: {', '.join(RUNBOOK_WORKFLOW_TYPES)}")
+        known = ", ".join(RUNBOOK_WORKFLOW_TYPES)
+        raise UserError(f"unknown runbook {runbook!r}; known: {known}")
+    parameters = _parameters(param or [])
     config = load_config()
     config.target(target)  # unknown target: a clear error before anything starts
     requested_by = identify(config, _token(token_file))
-    parameters = dict(p.split("=", 1) for p in param or [] if "=" in p)
-    if len(parameters) != len(param or []):
-        raise _fail("parameters are k=v")
     params = RunbookInput(
         target=target, requested_by=requested_by, dry_run=dry_run, reason=reason,
         parameters=parameters,
     )  # fmt: skip
 
     async def go() -> str:
-        client = await connect()
+        client = await _connect()
         handle = await client.start_workflow(
             RUNBOOK_WORKFLOW_TYPES[runbook],
             params,
@@ -132,44 +213,179 @@ def start(
     typer.echo(_run(go()))
 
 
-@app.command()
-def pending(as_json: JsonFlag = False) -> None:
-    """Gates awaiting approval, with their plans."""
+class GateService(Protocol):
+    """Where gates are read and decided: the approval service (REMEDIATE_API_URL) or
+    Temporal itself."""
+
+    async def pending(self) -> list[GateView]: ...
+
+    async def open_gate(self, workflow_id: str) -> GateView | None: ...
+
+    async def decide(
+        self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
+    ) -> ApprovalDecision: ...
+
+    async def end_hold(self, workflow_id: str, reason: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class _DirectGates:
+    """Without an approval service, the CLI is one: deciding needs the signing key."""
+
+    client: Client
+    token: str
+
+    async def pending(self) -> list[GateView]:
+        return await pending_gates(self.client)
+
+    async def open_gate(self, workflow_id: str) -> GateView | None:
+        return await open_gate(self.client, workflow_id)
+
+    async def decide(
+        self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
+    ) -> ApprovalDecision:
+        config = load_config()
+        return await decide(self.client, config, self.token, workflow_id, kind, reason, plan_id)
+
+    async def end_hold(self, workflow_id: str, reason: str) -> str:
+        return await end_hold(self.client, load_config(), self.token, workflow_id, reason)
+
+
+async def _gates(token: str) -> GateService:
     api_url = Settings().api_url
-    try:
-        if api_url:
-            gates = _run(ApprovalApi(api_url, _token(None)).pending())
+    if api_url:
+        return ApprovalApi(api_url, token)
+    if token:
+        identify(load_config(), token)  # a bad token fails now, not after waiting for a gate
+    return _DirectGates(await _connect(), token)
+
+
+def _wait_seconds(wait: bool, timeout: int | None) -> int:
+    if timeout is not None and not wait:
+        raise UserError("--timeout goes with --wait: add --wait, or drop --timeout")
+    return (timeout or DEFAULT_WAIT_SECONDS) if wait else 0
+
+
+async def _poll(probe: Callable[[], Awaitable[T]], seconds: float, waiting: str) -> T:
+    """`probe()` every POLL_SECONDS until it returns something truthy or `seconds` have
+    passed; its last value. `waiting` is said once, on stderr, if it has to wait."""
+    deadline = time.monotonic() + seconds
+    value = await probe()
+    if not value and seconds:
+        typer.echo(waiting, err=True)
+    while not value and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_SECONDS)
+        value = await probe()
+    return value
+
+
+def _parameter_lines(parameters: dict[str, Any]) -> list[str]:
+    """A plan's parameters, one a line; a list (such as the sessions) one item a line."""
+    lines = []
+    for key, value in parameters.items():
+        if isinstance(value, list):
+            lines.append(f"    {key} ({len(value)}):")
+            lines += [f"      {_flat(item)}" for item in value]
         else:
-            gates = _run(_with_client(pending_gates))
-    except DecisionError as err:
-        raise _fail(str(err)) from None
+            lines.append(f"    {key}: {_flat(value)}")
+    return lines
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return "  ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _gate_text(gate: GateView, details: bool) -> str:
     lines = [
-        f"{g.workflow_id}  plan {g.plan.plan_id}  needs {g.required_group}  "
-        f"requested by {g.requested_by}\n    {g.plan.describe()}\n"
-        f"    aborts at {g.abort_at:%H:%M:%S}"
-        for g in gates
+        f"{gate.workflow_id}  plan {gate.plan.plan_id}  needs {gate.required_group}  "
+        f"requested by {gate.requested_by}",
+        f"    {gate.plan.describe()}",
+        f"    aborts at {gate.abort_at:%H:%M:%S}",
     ]
-    _emit([g.model_dump(mode="json") for g in gates], as_json, "\n".join(lines) or "none")
+    return "\n".join(lines + (_parameter_lines(gate.plan.parameters) if details else []))
 
 
-async def _with_client(fn: Callable[[Client], Awaitable[T]]) -> T:
-    return await fn(await connect())
+@app.command()
+def pending(
+    as_json: JsonFlag = False,
+    details: DetailsFlag = False,
+    wait: WaitFlag = False,
+    timeout: Timeout = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Gates awaiting approval, with their plans (--json: everything, with each plan's
+    parameters).
+
+    With --wait, if no gate is open, waits until one opens; if none opens within --timeout
+    seconds, prints "none" ([] with --json) and exits 1.
+    """
+    seconds = _wait_seconds(wait, timeout)
+    token = _token(token_file) if Settings().api_url else ""  # reading directly needs none
+
+    async def go() -> list[GateView]:
+        gates = await _gates(token)
+        return await _poll(gates.pending, seconds, f"waiting up to {seconds} s for a gate")
+
+    found = _run(go())
+    text = "\n".join(_gate_text(g, details) for g in found) or "none"
+    _emit([g.model_dump(mode="json") for g in found], as_json, text)
+    if seconds and not found:
+        raise typer.Exit(1)
 
 
-def _decide(workflow_id: str, kind: DecisionKind, reason: str, token_file: Path | None) -> None:
+async def _gate_of(gates: GateService, workflow_id: str, seconds: int) -> GateView:
+    """The gate open on WORKFLOW_ID, waiting up to `seconds` for one: a run between two
+    gates, or a child run (read_only's) that its parent has yet to start."""
+    seen = False
+
+    async def probe() -> GateView | None:
+        nonlocal seen
+        try:
+            gate = await gates.open_gate(workflow_id)
+        except RunEndedError as err:
+            raise UserError(f"{err}; `remediate status {workflow_id}` shows how it ended") from None
+        except DecisionError as err:
+            if err.status != 404:
+                raise
+            if not seconds:
+                raise _no_such_run(workflow_id) from None
+            return None  # not started yet, perhaps: keep waiting
+        seen = True
+        return gate
+
+    gate = await _poll(probe, seconds, f"waiting up to {seconds} s for a gate on {workflow_id}")
+    if gate is None:
+        raise _no_gate(workflow_id, seconds, seen)
+    return gate
+
+
+def _no_gate(workflow_id: str, seconds: int, seen: bool) -> UserError:
+    if not seen:
+        return _no_such_run(workflow_id)
+    status = f"`remediate status {workflow_id}` shows where it is"
+    if seconds:
+        return UserError(f"no gate opened on {workflow_id} within {seconds} s; {status}")
+    return UserError(
+        f"{workflow_id} has no gate awaiting a decision; {status}, and --wait waits for its "
+        "next gate"
+    )
+
+
+def _decide(
+    workflow_id: str, kind: DecisionKind, reason: str, token_file: Path | None, seconds: int
+) -> None:
     token = _token(token_file)
-    api_url = Settings().api_url
 
     async def go() -> ApprovalDecision:
-        if api_url:
-            return await ApprovalApi(api_url, token).decide(workflow_id, kind, reason)
-        # Without an approval service, the CLI is one: it needs the signing key.
-        return await decide(await connect(), load_config(), token, workflow_id, kind, reason)
+        gates = await _gates(token)
+        gate = await _gate_of(gates, workflow_id, seconds)
+        if seconds:
+            typer.echo(f"open gate: plan {gate.plan.plan_id}: {gate.plan.describe()}", err=True)
+        return await gates.decide(workflow_id, kind, reason, gate.plan.plan_id)
 
-    try:
-        decision = _run(go())
-    except DecisionError as err:
-        raise _fail(str(err)) from None
+    decision = _run(go())
     outcome, by = decision.outcome.value, decision.decided_by
     typer.echo(f"{outcome} plan {decision.plan_id} of {workflow_id} as {by}")
 
@@ -178,20 +394,33 @@ def _decide(workflow_id: str, kind: DecisionKind, reason: str, token_file: Path 
 def approve(
     workflow_id: str,
     reason: Annotated[str, typer.Option(help="recorded in the audit trail")] = "",
+    wait: WaitFlag = False,
+    timeout: Timeout = None,
     token_file: TokenFile = None,
 ) -> None:
-    """Approve the open gate of WORKFLOW_ID, as the identity of your token."""
-    _decide(workflow_id, "approve", reason, token_file)
+    """Approve the open gate of WORKFLOW_ID, as the identity of your token.
+
+    With --wait, if no gate is open yet (a multi-gate runbook opens its next gate a few
+    seconds after an approval), waits for one, then approves it; exits 2 if the run ends or
+    no gate opens within --timeout seconds.
+    """
+    _decide(workflow_id, "approve", reason, token_file, _wait_seconds(wait, timeout))
 
 
 @app.command()
 def reject(
     workflow_id: str,
     reason: Annotated[str, typer.Option(help="why; recorded in the audit trail")],
+    wait: WaitFlag = False,
+    timeout: Timeout = None,
     token_file: TokenFile = None,
 ) -> None:
-    """Reject the open gate of WORKFLOW_ID; the runbook aborts safely."""
-    _decide(workflow_id, "reject", reason, token_file)
+    """Reject the open gate of WORKFLOW_ID; the runbook aborts safely.
+
+    With --wait, if no gate is open yet, waits for one, then rejects it; exits 2 if the run
+    ends or no gate opens within --timeout seconds.
+    """
+    _decide(workflow_id, "reject", reason, token_file, _wait_seconds(wait, timeout))
 
 
 @app.command(name="end-hold")
@@ -202,17 +431,16 @@ def end_hold_command(
 ) -> None:
     """End the read-only hold of WORKFLOW_ID early; its exit plan then waits for approval."""
     token = _token(token_file)
-    api_url = Settings().api_url
 
     async def go() -> str:
-        if api_url:
-            return await ApprovalApi(api_url, token).end_hold(workflow_id, reason)
-        return await end_hold(await connect(), load_config(), token, workflow_id, reason)
+        try:
+            return await (await _gates(token)).end_hold(workflow_id, reason)
+        except DecisionError as err:
+            if err.status == 404:
+                raise _no_such_run(workflow_id) from None
+            raise
 
-    try:
-        typer.echo(_run(go()))
-    except DecisionError as err:
-        raise _fail(str(err)) from None
+    typer.echo(_run(go()))
 
 
 @app.command()
@@ -221,7 +449,12 @@ def status(workflow_id: str, as_json: JsonFlag = False) -> None:
 
     async def go(client: Client) -> RunReport:
         handle = client.get_workflow_handle(workflow_id, result_type=RunReport)
-        described = await handle.describe()
+        try:
+            described = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise _no_such_run(workflow_id) from None
+            raise
         if described.status == WorkflowExecutionStatus.COMPLETED:
             report: RunReport = await handle.result()
             return report
@@ -298,17 +531,28 @@ def resume(token_file: TokenFile = None) -> None:
     who = identify(config, _token(token_file))
     group = config.safety.resume_group
     if group not in config.identities[who].groups:
-        raise _fail(f"{who} is not in {group}, who may resume remediations")
+        raise UserError(f"{who} is not in {group}, who may resume remediations")
     _run(_with_client(lambda c: _safety(c, "resume", PauseRequest(by=who))))
     typer.echo(f"resumed by {who}")
 
 
-def main() -> None:
-    code = 0
+def _main() -> int:
     try:
         app()
     except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except Exception as err:
+        message = _user_error(err)
+        if message is None:
+            traceback.print_exc()
+            return 1
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        return 2
+    return 0
+
+
+def main() -> None:
+    code = _main()
     # Skip interpreter teardown: the Temporal client's Rust threads can abort the process
     # while Python finalizes ("PyGILState_Release ... finalizing", temporalio/sdk-python#300),
     # turning a successful command into exit -6. Everything the command does is done here.
