@@ -15,11 +15,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.postgres.backups import snapshot_database
 from activities.postgres.models import SnapshotInput
+from infra.demo_config import worker_environment
 
 
 def main() -> None:
-    from infra.stack import worker_environment
-
     os.environ.update(worker_environment())
     label = f"nightly-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     backup = asyncio.run(

@@ -10,39 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime, timedelta
 
-from infra.fakes.platforms import VERCEL, Platform, Release
-
-VERCEL_PORT = 8090
-APP_URL = "http://127.0.0.1:8088"
-
-
-def demo_platform(token: str) -> Platform:
-    """The Vercel fake as the stack runs it; the engine reads the token from VERCEL_TOKEN."""
-    base = VERCEL.at(f"http://127.0.0.1:{VERCEL_PORT}")
-    return Platform(base.name, base.module, "VERCEL_TOKEN", token, base.url)
-
-
-async def ship(token: str, broken: bool) -> str:
-    count = 4 if broken else 3
-    now = datetime.now(UTC).replace(microsecond=0)
-    # A release a day for the last three days; the broken one shipped ten minutes ago.
-    shipped = [now - timedelta(days=3 - i) for i in range(3)] + [now - timedelta(minutes=10)]
-    releases = [
-        Release.numbered(i, count, healthy=i < 3).model_copy(update={"created_at": shipped[i]})
-        for i in range(count)
-    ]
-    current = releases[-1].name
-    await demo_platform(token).scenario(
-        releases, current=current, on_switch=f"{APP_URL}/debug/release", switch_after_seconds=2
-    )
-    return current
+from infra.demo_config import APP_URL, demo_secrets, ship
 
 
 def main() -> None:
-    from infra.stack import demo_secrets
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broken", action="store_true", help="ship a broken release")
     args = parser.parse_args()

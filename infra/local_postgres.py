@@ -93,13 +93,25 @@ class LocalCluster:
         finally:
             pwfile.unlink()
 
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def server_pid(self) -> int | None:
+        """The postmaster's pid as its postmaster.pid file says (None without one)."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        except OSError:
+            return None
+        return int(first) if first.isdigit() else None
+
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1"
             f" -c unix_socket_directories={self.data_dir}"
             f" -c max_connections={self.max_connections} -c fsync=off"
         )
-        log = self.data_dir / "server.log"
+        log = self.log
         subprocess.run(
             _as_postgres_user(
                 [

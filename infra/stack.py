@@ -1,25 +1,25 @@
-"""`make run`: the engine and its local stack, in the foreground until Ctrl-C.
+"""`make run`: the engine and its local stack, in the foreground until Ctrl-C (or SIGTERM, or
+SIGHUP unless started under nohup).
 
 Starts a Temporal dev server (state in .stack/temporal.db, UI on :8233, search attributes
 registered), a Postgres for the demo target (data in .stack/postgres), the AWS emulator
 (moto, :5000), the demo app (:8088), a local Vercel fake as the demo's deploy platform
 (:8090, three good releases of `web`) and the worker. Writes .stack/demo.env with what the CLI
 needs (`source .stack/demo.env`).
+
+Stopping (a signal, or one of its processes exiting: the stack says which, how, and prints the
+end of its log in .stack/logs/) terminates every process, kills what is left after 10 s, and
+stops Postgres with pg_ctl. Exits 0 when a signal stopped it, 1 when a process exited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import boto3
@@ -27,41 +27,29 @@ import psycopg
 from psycopg import sql
 
 from activities.postgres.logins import scram_verifier
-from infra.demo_release import VERCEL_PORT, ship
-from infra.local_postgres import LocalCluster, wait_for_port
+from infra.demo_config import (
+    API_PORT,
+    APP_PORT,
+    MOTO_PORT,
+    PG_PORT,
+    ROOT,
+    STATE,
+    TEMPORAL_PORT,
+    UI_PORT,
+    VERCEL_PORT,
+    demo_secrets,
+    ship,
+    worker_environment,
+)
+from infra.local_postgres import LocalCluster
+from infra.processes import Supervisor
 from workflows.names import SEARCH_ATTRIBUTES
 
-ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".stack"
 BIN = Path(sys.executable).parent
-PG_PORT, APP_PORT, MOTO_PORT, TEMPORAL_PORT, UI_PORT, API_PORT = 55432, 8088, 5000, 7233, 8233, 8000
-DEMO_SECRETS = (
-    "PG_SUPERUSER_PASSWORD",
-    "DEMO_APP_ADMIN_TOKEN",
-    "REMEDIATE_APPROVAL_SIGNING_KEY",
-    "ALERTMANAGER_TOKEN",
-    "GRAFANA_WEBHOOK_SECRET",
-    "PAGERDUTY_WEBHOOK_SECRET",
-    "GENERIC_WEBHOOK_SECRET",
-    "VERCEL_TOKEN",
-)
 DEMO_BUCKET = "demo-backups"  # the orders database's backups, in the local S3 (moto)
 APP_PASSWORD = "orders-app-demo"  # noqa: S105 - the demo app's own role; not an engine credential
 APP_LOGINS = ("orders_app_a", "orders_app_b")
 APP_LOGIN_ID = "demo/orders-app-db"  # the Secrets Manager secret the demo app logs in with
-
-
-def demo_secrets() -> dict[str, str]:
-    """Per-machine demo secrets, generated once and kept in .stack/secrets."""
-    path = STATE / "secrets"
-    values = {}
-    if path.exists():
-        values = dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
-    for name in DEMO_SECRETS:
-        values.setdefault(name, secrets.token_hex(16))
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    path.chmod(0o600)
-    return values
 
 
 def _prepare_database(cluster: LocalCluster, superuser_password: str) -> str:
@@ -98,24 +86,6 @@ def _store_app_login(env: dict[str, str], superuser_dsn: str) -> None:
     _aws(env, "secretsmanager").create_secret(Name=APP_LOGIN_ID, SecretString=json.dumps(login))
 
 
-def worker_environment(values: dict[str, str] | None = None) -> dict[str, str]:
-    """What the worker (and the demo scripts) need: the config, credential values for its
-    references, and the local AWS emulator."""
-    values = values or demo_secrets()
-    password = values["PG_SUPERUSER_PASSWORD"]
-    env = {
-        "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
-        "ORDERS_DB_DSN": f"postgresql://postgres:{password}@127.0.0.1:{PG_PORT}/orders",
-        "DEMO_APP_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
-        "REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"],
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    return env | {name: values[name] for name in DEMO_SECRETS[3:]}
-
-
 def _aws(env: dict[str, str], service: str) -> Any:
     return boto3.client(
         service,
@@ -132,16 +102,15 @@ def _create_bucket(env: dict[str, str]) -> None:
 
 class Stack:
     def __init__(self) -> None:
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.supervisor = Supervisor(ROOT, STATE / "logs", grace_seconds=10)
         self.cluster: LocalCluster | None = None
         (STATE / "logs").mkdir(parents=True, exist_ok=True)
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
-        log = (STATE / "logs" / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-        self.processes.append((name, process))
+        self.supervisor.spawn(name, cmd, env)
+
+    def wait_for_port(self, port: int, seconds: float) -> None:
+        self.supervisor.wait_for_port(port, seconds)
 
     def start(self) -> None:
         values = demo_secrets()
@@ -157,12 +126,15 @@ class Stack:
         )
         self.cluster.init()
         self.cluster.stop()  # a previous run killed without cleanup leaves a server behind
+        log_offset = self.cluster.log.stat().st_size if self.cluster.log.exists() else 0
         self.cluster.start()
+        if (pid := self.cluster.server_pid()) is not None:
+            self.supervisor.track("postgres", pid, self.cluster.log, log_offset)
         orders_dsn = _prepare_database(self.cluster, values["PG_SUPERUSER_PASSWORD"])
 
         self.spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)])
         worker_env = worker_environment(values)
-        wait_for_port("127.0.0.1", MOTO_PORT, 30)
+        self.wait_for_port(MOTO_PORT, 30)
         _create_bucket(worker_env)
         _store_app_login(worker_env, orders_dsn)
         aws = {k: v for k, v in worker_env.items() if k.startswith("AWS_")}
@@ -183,9 +155,9 @@ class Stack:
         )
         vercel = [sys.executable, "-m", "infra.fakes.vercel", "--port", str(VERCEL_PORT)]
         self.spawn("vercel", vercel)
-        wait_for_port("127.0.0.1", TEMPORAL_PORT, 60)
-        wait_for_port("127.0.0.1", APP_PORT, 30)
-        wait_for_port("127.0.0.1", VERCEL_PORT, 30)
+        self.wait_for_port(TEMPORAL_PORT, 60)
+        self.wait_for_port(APP_PORT, 30)
+        self.wait_for_port(VERCEL_PORT, 30)
         asyncio.run(ship(values["VERCEL_TOKEN"], broken=False))
         self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
         self.spawn(
@@ -193,7 +165,7 @@ class Stack:
             [sys.executable, "-m", "workers.service"],
             worker_env | {"REMEDIATE_API_PORT": str(API_PORT)},
         )
-        wait_for_port("127.0.0.1", API_PORT, 30)
+        self.wait_for_port(API_PORT, 30)
         (STATE / "demo.env").write_text(
             f"export PATH={BIN}:$PATH\n"
             f"export REMEDIATE_CONFIG={ROOT / 'infra/config/example.toml'}\n"
@@ -206,45 +178,19 @@ class Stack:
             f"http://127.0.0.1:{API_PORT}  demo app "
             f"http://127.0.0.1:{APP_PORT}/health  Postgres 127.0.0.1:{PG_PORT}  "
             f"AWS emulator http://127.0.0.1:{MOTO_PORT}  Vercel fake http://127.0.0.1:{VERCEL_PORT}\n"
-            f"logs in {STATE / 'logs'}; in another shell: source .stack/demo.env  (Ctrl-C stops)",
+            f"logs in {STATE / 'logs'}; in another shell: source .stack/demo.env  "
+            f"(Ctrl-C or kill -TERM {os.getpid()} stops it)",
             flush=True,
         )
 
-    def watch(self) -> None:
-        while True:
-            for name, process in self.processes:
-                if process.poll() is not None:
-                    raise SystemExit(
-                        f"{name} exited with {process.returncode}; see .stack/logs/{name}.log"
-                    )
-            time.sleep(1)
-
-    def stop(self) -> None:
-        for _, process in reversed(self.processes):
-            process.terminate()
-        for _, process in reversed(self.processes):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-            if process.poll() is None:
-                process.kill()
+    def stop_postgres(self) -> None:
         if self.cluster is not None:
             self.cluster.stop()
 
 
 def main() -> None:
     stack = Stack()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        stack.start()
-        stack.watch()
-    except KeyboardInterrupt:
-        print("stopping the stack", flush=True)
-    finally:
-        stack.stop()
+    raise SystemExit(stack.supervisor.run(stack.start, stack.stop_postgres))
 
 
 if __name__ == "__main__":
