@@ -1,27 +1,25 @@
-"""Authenticated approval decisions.
+"""Who a caller is, and the keys that sign and verify their decisions.
 
-The approval service (the CLI or HTTP service, holding the signing key) verifies the caller's
-token against the configured hash and mints a decision signed over exactly what is decided:
-workflow, plan id, approve/reject, approver, reason and time. The workflow never sees a token
-or the key; it asks this activity whether a decision is authentic, so a decision sent straight
-through Temporal without a valid signature is refused.
+The approval service (the only holder of the private key) checks a caller's token against the
+hashed tokens in the config and signs decisions for that identity (`activities/
+decision_tokens.py`). Workers resolve only the public keys; the gate verifies decisions itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta
-from typing import Literal
+from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, Field
 from temporalio import activity
 
-from activities.config import EngineConfig, load_config
+from activities import decision_tokens
+from activities.config import ApprovalsConfig, ConfigError, EngineConfig
+from activities.decision_tokens import DecisionKind as DecisionKind  # re-exported
+from activities.refs import SecretRef
 from activities.secrets.references import resolve_secret
-
-DecisionKind = Literal["approve", "reject"]
-CLOCK_SKEW = timedelta(seconds=60)
 
 
 class AuthenticationFailedError(Exception):
@@ -29,12 +27,17 @@ class AuthenticationFailedError(Exception):
 
 
 class DecisionRequest(BaseModel):
-    """An approval or rejection as sent to the `approve`/`reject` Update."""
+    """An approval or rejection as sent to the `approve`/`reject` Update: a decision token
+    signed by the approval service.
 
-    plan_id: str
-    approver: str
+    The other fields are the HMAC-signed decisions of runs recorded before signed tokens;
+    they are read only when such a history is replayed, and never accepted live."""
+
+    token: str = ""
+    plan_id: str = ""
+    approver: str = ""
     reason: str = ""
-    issued_at: datetime
+    issued_at: datetime | None = None
     signature: str = ""
 
 
@@ -66,73 +69,36 @@ def identify(config: EngineConfig, token: str) -> str:
     )
 
 
-def _message(workflow_id: str, kind: DecisionKind, request: DecisionRequest) -> bytes:
-    issued = request.issued_at.astimezone(UTC).isoformat()
-    fields = (workflow_id, request.plan_id, kind, request.approver, request.reason, issued)
-    return "\n".join(fields).encode()
+def signing_key(config: EngineConfig) -> Ed25519PrivateKey:
+    """The approval service's private key. Only the service calls this."""
+    try:
+        return decision_tokens.private_key(resolve_secret(config.approvals.signing_key))
+    except ValueError as err:
+        raise ConfigError(f"[approvals] signing_key: {err}") from None
 
 
-def sign_decision(
-    key: str, workflow_id: str, kind: DecisionKind, request: DecisionRequest
-) -> DecisionRequest:
-    digest = hmac.new(key.encode(), _message(workflow_id, kind, request), hashlib.sha256)
-    return request.model_copy(update={"signature": digest.hexdigest()})
-
-
-def mint_decision(
-    config: EngineConfig,
-    token: str,
-    workflow_id: str,
-    kind: DecisionKind,
-    plan_id: str,
-    reason: str = "",
-) -> DecisionRequest:
-    """What the approval service does for a caller who authenticated with a token."""
-    return mint_for(config, identify(config, token), workflow_id, kind, plan_id, reason)
-
-
-def mint_for(
-    config: EngineConfig,
-    approver: str,
-    workflow_id: str,
-    kind: DecisionKind,
-    plan_id: str,
-    reason: str = "",
-) -> DecisionRequest:
-    """Sign a decision for an identity the service has already authenticated (by token, or
-    by a verified Slack request mapped to a configured identity)."""
-    request = DecisionRequest(
-        plan_id=plan_id, approver=approver, reason=reason, issued_at=datetime.now(UTC)
-    )
-    return sign_decision(resolve_secret(config.approvals.signing_key), workflow_id, kind, request)
-
-
-def check_decision(
-    config: EngineConfig, key: str, params: AuthenticationInput, now: datetime
-) -> AuthenticationResult:
-    request = params.request
-
-    def refuse(reason: str) -> AuthenticationResult:
-        return AuthenticationResult(authenticated=False, identity=request.approver, reason=reason)
-
-    if not request.signature:
-        return refuse("unsigned decision")
-    expected = hmac.new(key.encode(), _message(params.workflow_id, params.kind, request), "sha256")
-    if not hmac.compare_digest(expected.hexdigest(), request.signature):
-        return refuse("signature does not match this decision (forged or altered)")
-    identity = config.identities.get(request.approver)
-    if identity is None:
-        return refuse(f"{request.approver!r} is not a configured identity")
-    age = now - request.issued_at
-    if age > timedelta(seconds=config.approvals.max_decision_age_seconds) or age < -CLOCK_SKEW:
-        return refuse(f"decision issued at {request.issued_at.isoformat()} is stale")
-    return AuthenticationResult(
-        authenticated=True, identity=request.approver, groups=sorted(identity.groups)
-    )
+def verify_keys(approvals: ApprovalsConfig) -> list[str]:
+    """The public keys that verify decisions, resolved and checked (base64 of each)."""
+    keys = []
+    for index, ref in enumerate(approvals.verify_keys):
+        text = resolve_secret(ref) if isinstance(ref, SecretRef) else ref
+        try:
+            keys.append(decision_tokens.public_text(decision_tokens.public_key(text)))
+        except ValueError as err:
+            raise ConfigError(f"[approvals] verify_keys[{index}]: {err}") from None
+    if not keys:
+        raise ConfigError("[approvals] verify_keys is empty: no decision could be verified")
+    return keys
 
 
 @activity.defn
 async def authenticate_decision(params: AuthenticationInput) -> AuthenticationResult:
-    config = load_config()
-    key = resolve_secret(config.approvals.signing_key)
-    return check_decision(config, key, params, datetime.now(UTC))
+    """What runs recorded before signed decisions called to check an HMAC decision. It stays
+    registered for them, and refuses: the shared HMAC key is gone, so such a decision can no
+    longer be told from a forgery."""
+    return AuthenticationResult(
+        authenticated=False,
+        identity=params.request.approver,
+        reason="HMAC-signed decisions are no longer accepted; decide again through the "
+        "approval service",
+    )

@@ -194,9 +194,23 @@ class Identity(StrictModel):
     slack_user_id: str | None = None
 
 
+def _default_verify_keys() -> list[str | SecretRef]:
+    return [SecretRef(env="REMEDIATE_APPROVAL_VERIFY_KEY")]
+
+
 class ApprovalsConfig(StrictModel):
+    """Decisions are signed by the approval service alone (Ed25519) and verified by workers."""
+
+    # The service's private key (PEM, or base64 of the 32-byte seed). Only the approval
+    # service resolves it: a worker's environment needs none of it.
     signing_key: SecretRef = SecretRef(env="REMEDIATE_APPROVAL_SIGNING_KEY")
-    max_decision_age_seconds: int = 900
+    # Public keys that verify decisions (base64 or PEM, inline or by reference). While a key
+    # rotates, list the new one beside the old; a decision signed by a key no longer listed is
+    # refused.
+    verify_keys: list[str | SecretRef] = Field(default_factory=_default_verify_keys)
+    max_decision_age_seconds: int = Field(default=900, ge=10)
+    # How long a signed start (the requester's identity) is accepted after it was issued.
+    start_token_ttl_seconds: int = Field(default=120, ge=10)
 
 
 class AutoApproveConfig(StrictModel):
@@ -211,6 +225,10 @@ class GateConfig(StrictModel):
     required_group: str = "engineering-leads"
     required_group_by_environment: dict[str, str] = Field(default_factory=dict)
     four_eyes: bool = True
+    # Distinct approvers a destructive plan needs (the requester never counts); a run whose
+    # requester is not authenticated (started from the Temporal UI or the raw API) needs two.
+    min_approvals: int = Field(default=1, ge=1)
+    min_approvals_by_environment: dict[str, int] = Field(default_factory=dict)
     remind_after: timedelta = timedelta(minutes=10)
     abort_after: timedelta = timedelta(minutes=30)
     auto_approve: AutoApproveConfig | None = None

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
+from activities.approval_auth import verify_keys
 from activities.config import SafetyLimits, load_config
 
 SAFETY_WORKFLOW_TYPE = "SafetyEnvelopeWorkflow"
@@ -32,10 +33,20 @@ class SafetyQuery(BaseModel):
     limits: SafetyLimits = Field(default_factory=SafetyLimits)
 
 
+class SwitchRecord(BaseModel):
+    """One line of the envelope's audit: who paused or resumed, or tried to, and why."""
+
+    at: datetime
+    kind: str  # "paused", "resumed", "refused"
+    by: str
+    reason: str = ""
+
+
 class SafetyStatus(BaseModel):
     paused: bool
     paused_by: str = ""
     pause_reason: str = ""
+    audit: list[SwitchRecord] = Field(default_factory=list)
     holder: str | None = None
     actions_last_hour: int = 0
     hourly_budget: int = 0
@@ -68,8 +79,21 @@ class LeaseRelease(BaseModel):
 
 
 class PauseRequest(BaseModel):
-    by: str
+    """A pause or resume of the kill switch: a token the approval service signed for the
+    identity it authenticated. `by` and `reason` are what envelopes recorded before the
+    switch was signed; they are read only when such a history is replayed."""
+
+    token: str = ""
+    by: str = ""
     reason: str = ""
+
+
+class SafetyPolicy(BaseModel):
+    """What the envelope needs to check a signed pause or resume (public keys: not secret)."""
+
+    verify_keys: list[str]
+    resume_group: str
+    max_decision_age_seconds: int
 
 
 class SafetyActivities:
@@ -110,6 +134,15 @@ class SafetyActivities:
     async def release_lease(self, release: LeaseRelease) -> None:
         handle = self.client.get_workflow_handle(await self._handle())
         await handle.execute_update("release", release)
+
+    @activity.defn
+    async def safety_policy(self) -> SafetyPolicy:
+        config = load_config()
+        return SafetyPolicy(
+            verify_keys=verify_keys(config.approvals),
+            resume_group=config.safety.resume_group,
+            max_decision_age_seconds=config.approvals.max_decision_age_seconds,
+        )
 
 
 def _limits() -> SafetyLimits:

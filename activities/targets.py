@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approval_auth import verify_keys
 from activities.config import (
+    ApprovalsConfig,
     BackupRestoreConfig,
     ConfigError,
     CredentialConfig,
@@ -45,6 +47,11 @@ class GateSettings(BaseModel):
     remind_after: timedelta
     abort_after: timedelta
     auto_approve: AutoApproveLimits | None = None
+    min_approvals: int = 1
+    # Public keys (not secret) that verify signed decisions, so the gate checks them itself.
+    verify_keys: list[str] = []
+    max_decision_age_seconds: int = 900
+    start_token_ttl_seconds: int = 120
 
 
 class ConsumerDescription(BaseModel):
@@ -92,7 +99,9 @@ class TargetDescription(BaseModel):
     credential: CredentialDescription | None = None
 
 
-def gate_settings(gate: GateConfig, target: str, environment: str) -> GateSettings:
+def gate_settings(
+    gate: GateConfig, target: str, environment: str, approvals: ApprovalsConfig
+) -> GateSettings:
     auto = gate.auto_approve
     limits = None
     if auto is not None and (not auto.targets or target in auto.targets):
@@ -108,6 +117,10 @@ def gate_settings(gate: GateConfig, target: str, environment: str) -> GateSettin
         remind_after=gate.remind_after,
         abort_after=gate.abort_after,
         auto_approve=limits,
+        min_approvals=gate.min_approvals_by_environment.get(environment, gate.min_approvals),
+        verify_keys=verify_keys(approvals),
+        max_decision_age_seconds=approvals.max_decision_age_seconds,
+        start_token_ttl_seconds=approvals.start_token_ttl_seconds,
     )
 
 
@@ -145,7 +158,9 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         environment=target.environment,
         has_health_check=target.health_url is not None,
         has_restart_hook=target.restart is not None,
-        gate=gate_settings(gates[params.runbook], params.target, target.environment),
+        gate=gate_settings(
+            gates[params.runbook], params.target, target.environment, config.approvals
+        ),
         deploy_provider=target.deploy.provider if target.deploy is not None else None,
         probe_urls=target.all_probe_urls(),
         has_metrics=target.metrics_url is not None,

@@ -26,6 +26,7 @@ import httpx
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from benchmarks.signing import APPROVALS_TOML, key_env
 from infra.local_postgres import free_port, wait_for_port
 from tests import payloads
 from workflows.names import SEARCH_ATTRIBUTES
@@ -47,7 +48,7 @@ def config(token_env: str) -> str:
     return (
         targets
         + f'[intake]\nalertmanager_tokens = [{{ env = "{token_env}" }}]\n'
-        + '[approvals]\nsigning_key = { env = "STORM_SIGNING_KEY" }\n'
+        + APPROVALS_TOML
         + routes
     )
 
@@ -141,7 +142,7 @@ async def _run_against(
             **os.environ,
             "REMEDIATE_CONFIG": str(path),
             "STORM_AM_TOKEN": token,
-            "STORM_SIGNING_KEY": uuid.uuid4().hex,
+            **key_env(),
             "REMEDIATE_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
             "REMEDIATE_TASK_QUEUE": "storm",
             "REMEDIATE_API_PORT": str(port),

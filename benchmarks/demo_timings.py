@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 
 import httpx
 from temporalio.client import WorkflowHandle
@@ -22,7 +21,7 @@ from temporalio.client import WorkflowHandle
 from activities.config import load_config
 from workers.api_client import ApprovalApi
 from workers.settings import Settings, connect
-from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.models import RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
 APP = "http://127.0.0.1:8088"
@@ -46,16 +45,18 @@ async def one_run() -> tuple[float, float]:
     await asyncio.sleep(idle_seconds + 1)
     client = await connect()
     triggered = time.perf_counter()
-    handle = await client.start_workflow(
-        PoolRestartWorkflow.run,
-        RunbookInput(target="orders-db", requested_by="alice", reason="demo timing"),
-        id=f"pool_restart-orders-db-timing-{uuid.uuid4().hex[:6]}",
-        task_queue=Settings().task_queue,
+    # As `remediate start` does it: through the approval service, as alice.
+    started = await ApprovalApi(Settings().api_url, "demo-alice-token").start(
+        "pool_restart", "orders-db", {}, dry_run=False, reason="demo timing"
+    )
+    handle = client.get_workflow_handle(
+        started.workflow_id, run_id=started.run_id, result_type=RunReport
     )
     awaiting = await _until(handle, {RunStatus.AWAITING_APPROVAL.value})
     approved = time.perf_counter()
-    api = ApprovalApi(Settings().api_url or "http://127.0.0.1:8000", "demo-bob-token")
-    await api.decide(handle.id, "approve", "demo timing")
+    await ApprovalApi(Settings().api_url, "demo-bob-token").decide(
+        handle.id, "approve", "demo timing"
+    )
     report = await handle.result()
     verified = time.perf_counter()
     assert report.status == RunStatus.REMEDIATED, report.summary

@@ -30,8 +30,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from benchmarks.bare_workflow import BareSequenceWorkflow
+from benchmarks.signing import APPROVALS_TOML, key_env, signed
 from infra.local_postgres import free_port, postgres_server, wait_for_port
-from workers.worker import WORKFLOWS, activities_for
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, activities_for
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -44,9 +45,7 @@ kind = "postgres"
 dsn = {{ env = "BENCH_DB_DSN" }}
 health_url = "{app}/health"
 
-[approvals]
-signing_key = {{ env = "BENCH_SIGNING_KEY" }}
-
+{approvals}
 [runbooks.pool_restart]
 usage_threshold = 0.2
 idle_older_than_seconds = 1
@@ -81,10 +80,11 @@ async def _measure(
     conns = await _open_stale(app_dsn, sessions)
     started = time.perf_counter()
     if kind == "runbook":
+        workflow_id = f"bench-runbook-{uuid.uuid4().hex[:8]}"
         report: RunReport = await env.client.execute_workflow(
             "PoolRestartWorkflow",
-            RunbookInput(target="bench-db", requested_by="benchmark"),
-            id=f"bench-runbook-{uuid.uuid4().hex[:8]}",
+            signed(RunbookInput(target="bench-db", requested_by="benchmark"), workflow_id),
+            id=workflow_id,
             task_queue=queue,
             result_type=RunReport,
             execution_timeout=TIMEOUT,
@@ -126,11 +126,13 @@ async def main(iterations: int, sessions: int) -> None:
         try:
             wait_for_port("127.0.0.1", port, 30)
             config = Path(tmp) / "bench.toml"
-            config.write_text(CONFIG.format(app=f"http://127.0.0.1:{port}"))
+            config.write_text(
+                CONFIG.format(approvals=APPROVALS_TOML, app=f"http://127.0.0.1:{port}")
+            )
             os.environ.update(
                 REMEDIATE_CONFIG=str(config),
                 BENCH_DB_DSN=pg.dsn("bench"),
-                BENCH_SIGNING_KEY=uuid.uuid4().hex,
+                **key_env(),
             )
             # Connections the runbook must leave alone (superusers), so the stale idle ones are
             # under the 50% blast radius that auto-approval may never exceed.
@@ -154,6 +156,7 @@ async def _run(iterations: int, sessions: int, app_dsn: str) -> None:
         queue = "bench"
         async with Worker(
             env.client,
+            workflow_runner=WORKFLOW_RUNNER,
             task_queue=queue,
             workflows=[*WORKFLOWS, BareSequenceWorkflow],
             activities=activities_for(env.client),

@@ -31,9 +31,10 @@ from temporalio.worker import Worker
 from activities.postgres.backups import snapshot_database
 from activities.postgres.models import SnapshotInput
 from activities.storage import s3
+from benchmarks.signing import APPROVALS_TOML, key_env, signed
 from infra.local_postgres import PG_BIN, free_port, postgres_server
 from infra.processes import server_process
-from workers.worker import WORKFLOWS, activities_for
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, activities_for
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -48,9 +49,7 @@ dsn = {{ env = "BENCH_BIG_DSN" }}
 bucket = "bench-backups"
 prefix = "big/"
 
-[approvals]
-signing_key = {{ env = "BENCH_SIGNING_KEY" }}
-
+{approvals}
 [runbooks.backup_restore]
 restore_jobs = 2
 verify_consecutive = 1
@@ -125,11 +124,11 @@ async def main(rows: int) -> None:
         moto = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]
         with server_process(moto, moto_port, quiet=True):
             config = Path(tmp) / "bench.toml"
-            config.write_text(CONFIG.format())
+            config.write_text(CONFIG.format(approvals=APPROVALS_TOML))
             os.environ.update(
                 {
                     "REMEDIATE_CONFIG": str(config),
-                    "BENCH_SIGNING_KEY": uuid.uuid4().hex,
+                    **key_env(),
                     "BENCH_BIG_DSN": pg.dsn("big"),
                     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
                     "AWS_ACCESS_KEY_ID": "bench",
@@ -164,15 +163,20 @@ async def main(rows: int) -> None:
                 ) as env,
                 Worker(
                     env.client,
+                    workflow_runner=WORKFLOW_RUNNER,
                     task_queue="bench",
                     workflows=WORKFLOWS,
                     activities=activities_for(env.client),
                 ),
             ):
+                workflow_id = f"backup_restore-big-{uuid.uuid4().hex[:6]}"
                 report: RunReport = await env.client.execute_workflow(
                     "BackupRestoreWorkflow",
-                    RunbookInput(target="big-db", requested_by="benchmark", reason="bench"),
-                    id=f"backup_restore-big-{uuid.uuid4().hex[:6]}",
+                    signed(
+                        RunbookInput(target="big-db", requested_by="benchmark", reason="bench"),
+                        workflow_id,
+                    ),
+                    id=workflow_id,
                     task_queue="bench",
                     result_type=RunReport,
                 )

@@ -27,10 +27,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from benchmarks.signing import APPROVALS_TOML, key_env, signed
 from infra.fakes.platforms import GENERIC, RAILWAY, VERCEL, Platform, Release
 from infra.local_postgres import free_port, postgres_server
 from infra.processes import server_process
-from workers.worker import WORKFLOWS, activities_for
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, activities_for
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -48,9 +49,7 @@ metrics_url = "{app}/metrics"
 [targets.web.deploy]
 {deploy}
 
-[approvals]
-signing_key = {{ env = "BENCH_SIGNING_KEY" }}
-
+{approvals}
 # Runbook 000 step 1, "verify it is really down": 3 rounds of every probe, 1 s apart.
 [runbooks.rollback]
 probe_rounds = 3
@@ -87,10 +86,13 @@ async def one_run(
     await platform.scenario(
         releases, current="rel-007", on_switch=f"{app}/debug/release", switch_after_seconds=switch
     )
+    workflow_id = f"rollback-web-{uuid.uuid4().hex[:8]}"
     report: RunReport = await env.client.execute_workflow(
         "RollbackWorkflow",
-        RunbookInput(target="web", requested_by="benchmark", reason="site down"),
-        id=f"rollback-web-{uuid.uuid4().hex[:8]}",
+        signed(
+            RunbookInput(target="web", requested_by="benchmark", reason="site down"), workflow_id
+        ),
+        id=workflow_id,
         task_queue="bench",
         result_type=RunReport,
     )
@@ -115,11 +117,13 @@ async def main(runs: int, name: str, switch: float) -> None:
             platform = platform.at(f"http://127.0.0.1:{fake_port}")
             app = f"http://127.0.0.1:{app_port}"
             config = Path(tmp) / "bench.toml"
-            config.write_text(CONFIG.format(app=app, deploy=platform.deploy_toml()))
+            config.write_text(
+                CONFIG.format(approvals=APPROVALS_TOML, app=app, deploy=platform.deploy_toml())
+            )
             os.environ.update(
                 {
                     "REMEDIATE_CONFIG": str(config),
-                    "BENCH_SIGNING_KEY": uuid.uuid4().hex,
+                    **key_env(),
                     platform.token_env: platform.token,
                 }
             )
@@ -131,6 +135,7 @@ async def main(runs: int, name: str, switch: float) -> None:
                 ) as env,
                 Worker(
                     env.client,
+                    workflow_runner=WORKFLOW_RUNNER,
                     task_queue="bench",
                     workflows=WORKFLOWS,
                     activities=activities_for(env.client),

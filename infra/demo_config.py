@@ -12,6 +12,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from activities import decision_tokens
 from infra.fakes.platforms import VERCEL, Platform, Release
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,10 @@ def demo_secrets() -> dict[str, str]:
         values = dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
     for name in DEMO_SECRETS:
         values.setdefault(name, secrets.token_hex(16))
+    if not _is_signing_key(values["REMEDIATE_APPROVAL_SIGNING_KEY"]):
+        # The approval service's Ed25519 key (a stack from before signed decisions had an
+        # HMAC key here).
+        values["REMEDIATE_APPROVAL_SIGNING_KEY"] = decision_tokens.new_private_key_text()
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(0o600)
     return values
@@ -53,13 +58,31 @@ def worker_environment(values: dict[str, str] | None = None) -> dict[str, str]:
         "REMEDIATE_CONFIG": str(ROOT / "infra/config/example.toml"),
         "ORDERS_DB_DSN": f"postgresql://postgres:{password}@127.0.0.1:{PG_PORT}/orders",
         "DEMO_APP_ADMIN_TOKEN": values["DEMO_APP_ADMIN_TOKEN"],
-        "REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"],
+        # Workers verify decisions; only the approval service can sign them.
+        "REMEDIATE_APPROVAL_VERIFY_KEY": decision_tokens.public_text(
+            decision_tokens.private_key(values["REMEDIATE_APPROVAL_SIGNING_KEY"])
+        ),
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     return env | {name: values[name] for name in DEMO_SECRETS[3:]}
+
+
+def service_environment(values: dict[str, str] | None = None) -> dict[str, str]:
+    """The approval service's: the worker's, and the private key it alone signs with."""
+    values = values or demo_secrets()
+    signing = {"REMEDIATE_APPROVAL_SIGNING_KEY": values["REMEDIATE_APPROVAL_SIGNING_KEY"]}
+    return worker_environment(values) | signing
+
+
+def _is_signing_key(text: str) -> bool:
+    try:
+        decision_tokens.private_key(text)
+    except ValueError:
+        return False
+    return True
 
 
 def demo_platform(token: str) -> Platform:

@@ -38,6 +38,7 @@ from infra.demo_config import (
     UI_PORT,
     VERCEL_PORT,
     demo_secrets,
+    service_environment,
     ship,
     worker_environment,
 )
@@ -163,7 +164,7 @@ class Stack:
         self.spawn(
             "service",
             [sys.executable, "-m", "workers.service"],
-            worker_env | {"REMEDIATE_API_PORT": str(API_PORT)},
+            service_environment(values) | {"REMEDIATE_API_PORT": str(API_PORT)},
         )
         self.wait_for_port(API_PORT, 30)
         (STATE / "demo.env").write_text(

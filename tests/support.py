@@ -13,22 +13,24 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-from activities.approval_auth import DecisionKind, DecisionRequest, mint_decision
-from activities.config import load_config
+from activities import decision_tokens
+from activities.approval_auth import DecisionKind, DecisionRequest
 from infra.local_postgres import free_port
-from workflows.models import GateView
+from workflows.models import GateView, RunbookInput
 from workflows.pool_restart import PoolRestartWorkflow
 
 # The virtualenv's bin: uvicorn, temporal and the test server come from packages there.
 BIN = Path(sys.executable).parent
 SIGNING_KEY_ENV = "REMEDIATE_TEST_SIGNING_KEY"
+VERIFY_KEY_ENV = "REMEDIATE_TEST_VERIFY_KEY"
 TOKENS = {
     "alice": "tok-alice-requester",
     "bob": "tok-bob-lead",
@@ -60,23 +62,69 @@ def identities_toml() -> str:
     return "\n".join(blocks)
 
 
-def write_config(directory: Path, body: str) -> Path:
+def test_keys() -> tuple[str, str]:
+    """The approval service's key pair for this test session: (private, public), also in the
+    environment the config refers to."""
+    if SIGNING_KEY_ENV not in os.environ:
+        private = decision_tokens.new_private_key_text()
+        os.environ[SIGNING_KEY_ENV] = private
+        os.environ[VERIFY_KEY_ENV] = decision_tokens.public_text(
+            decision_tokens.private_key(private)
+        )
+    return os.environ[SIGNING_KEY_ENV], os.environ[VERIFY_KEY_ENV]
+
+
+def approvals_toml(extra: str = "") -> str:
+    """The `[approvals]` section: the session's keys by reference, and `extra` settings (which
+    may list other verify keys)."""
+    test_keys()
+    verify = "" if "verify_keys" in extra else f'verify_keys = [{{ env = "{VERIFY_KEY_ENV}" }}]\n'
+    return f'\n[approvals]\nsigning_key = {{ env = "{SIGNING_KEY_ENV}" }}\n{verify}{extra}\n'
+
+
+def write_config(directory: Path, body: str, approvals: str = "") -> Path:
     """Write a config with the test identities and point REMEDIATE_CONFIG at it."""
-    os.environ.setdefault(SIGNING_KEY_ENV, "signing-" + uuid.uuid4().hex)
     path = directory / f"config-{uuid.uuid4().hex[:8]}.toml"
-    path.write_text(
-        textwrap.dedent(body)
-        + f'\n[approvals]\nsigning_key = {{ env = "{SIGNING_KEY_ENV}" }}\n\n'
-        + identities_toml()
-    )
+    path.write_text(textwrap.dedent(body) + approvals_toml(approvals) + identities_toml())
     os.environ["REMEDIATE_CONFIG"] = str(path)
     return path
 
 
 def mint(
-    who: str, workflow_id: str, kind: DecisionKind, plan_id: str, reason: str = ""
+    who: str,
+    shown: GateView | None,
+    kind: DecisionKind,
+    reason: str = "",
+    *,
+    key: str | None = None,
+    now: datetime | None = None,
+    ttl: timedelta = timedelta(minutes=15),
+    **binding: Any,
 ) -> DecisionRequest:
-    return mint_decision(load_config(), TOKENS[who], workflow_id, kind, plan_id, reason)
+    """A decision as the approval service signs it for `who` on the gate it was `shown`;
+    `binding` overrides a claim (workflow_id, run_id, gate, plan_id; all four without `shown`,
+    for a decision sent
+    before its gate opens) and `key` signs with another private key, as an attacker would."""
+    bound = (
+        {"workflow_id": shown.workflow_id, "run_id": shown.run_id, "gate": shown.gate}
+        | {"plan_id": shown.plan.plan_id}
+        if shown is not None
+        else {}
+    )
+    claims: dict[str, Any] = {**bound, **binding}
+    token = decision_tokens.issue(
+        decision_tokens.private_key(key or test_keys()[0]),
+        audience="gate",
+        kind=kind,
+        subject=who,
+        groups=GROUPS.get(who, []),
+        reason=reason,
+        # The gate's clock: on the time-skipping test server it runs ahead of the wall clock.
+        now=now or (shown.opened_at if shown is not None else datetime.now(UTC)),
+        ttl=ttl,
+        **claims,
+    )
+    return DecisionRequest(token=token, approver=who, plan_id=claims["plan_id"])
 
 
 async def eventually(
@@ -186,3 +234,74 @@ def webhook_receiver() -> Iterator[Receiver]:
         yield server
     finally:
         server.shutdown()
+
+
+def signed_start(
+    params: RunbookInput, workflow_id: str, now: datetime | None = None
+) -> RunbookInput:
+    """The input as the approval service starts a run: its requester signed and bound to it."""
+    token = decision_tokens.issue(
+        decision_tokens.private_key(test_keys()[0]),
+        audience="start",
+        kind="start",
+        subject=params.requested_by,
+        groups=GROUPS.get(params.requested_by, []),
+        workflow_id=workflow_id,
+        input_hash=params.input_hash(),
+        now=now or datetime.now(UTC),
+        ttl=timedelta(minutes=2),
+    )
+    return params.model_copy(update={"requester_token": token})
+
+
+async def start_signed(
+    client: Client,
+    workflow: Any,
+    params: RunbookInput,
+    *,
+    id: str,
+    now: datetime | None = None,
+    **options: Any,
+) -> WorkflowHandle[Any, Any]:
+    """`client.start_workflow` as the approval service does it (see `signed_start`); `now` is
+    the server's clock where it is not the wall clock (the time-skipping test server)."""
+    return await client.start_workflow(workflow, signed_start(params, id, now), id=id, **options)
+
+
+def switch(
+    who: str,
+    kind: Literal["pause", "resume"],
+    workflow_id: str,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Any:
+    """A pause or resume of the kill switch as the approval service signs it for `who` (at
+    the server's `now` where that is not the wall clock)."""
+    from activities.safety import PauseRequest
+
+    token = decision_tokens.issue(
+        decision_tokens.private_key(test_keys()[0]),
+        audience="safety",
+        kind=kind,
+        subject=who,
+        groups=GROUPS.get(who, []),
+        workflow_id=workflow_id,
+        reason=reason,
+        now=now or datetime.now(UTC),
+        ttl=timedelta(minutes=5),
+    )
+    return PauseRequest(token=token, by=who, reason=reason)
+
+
+HISTORIES = Path(__file__).parent / "histories"
+WORKFLOW_IDS = HISTORIES / "workflow_ids.json"
+
+
+def record_history(name: str, history: WorkflowHistory) -> None:
+    """Keep `history` as tests/histories/<name>.json for tests/test_replay.py, with the
+    workflow id it ran under (the id is part of what a signed decision is bound to, and the
+    history's events do not carry it)."""
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
+    WORKFLOW_IDS.write_text(json.dumps({**ids, name: history.workflow_id}, indent=2) + "\n")

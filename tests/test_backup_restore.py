@@ -32,15 +32,14 @@ from temporalio.worker import Replayer
 from activities.postgres.backups import snapshot_database
 from activities.postgres.models import SnapshotInput
 from infra.local_postgres import PG_BIN, PostgresServer
-from tests.support import eventually, mint, write_config
-from workers.worker import WORKFLOWS, build_worker
+from tests.support import eventually, mint, record_history, start_signed, write_config
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
 from workflows.runbook import RunbookWorkflow
 
 Handle = WorkflowHandle[Any, RunReport]
 TABLES = ("customers", "orders", "order_items", "events")
-HISTORIES = Path(__file__).parent / "histories"
 RECORDED_ID = "backup_restore-shop-db"
 
 CONFIG = """
@@ -186,15 +185,14 @@ async def approve_gates(env: WorkflowEnvironment, workflow_id: str, who: list[st
                 return None
 
         gate = await eventually(probe, 120)
-        await handle.execute_update(
-            RunbookWorkflow.approve, mint(approver, gate_of, "approve", gate.plan.plan_id)
-        )
+        await handle.execute_update(RunbookWorkflow.approve, mint(approver, gate, "approve"))
 
 
 async def start(
     env: WorkflowEnvironment, queue: str, workflow_id: str | None = None, **params: str
 ) -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         BackupRestoreWorkflow.run,
         RunbookInput(target="shop-db", requested_by="alice", parameters=params),
         id=workflow_id or f"backup_restore-shop-{uuid.uuid4().hex[:6]}",
@@ -255,11 +253,11 @@ async def test_restores_a_corrupted_database_to_its_backup_and_keeps_a_safety_sn
         assert fingerprint(conn) == bad, "the safety snapshot holds the state before the restore"
     recorded = await handle.fetch_history()
     assert postgres.password not in json.dumps(recorded.to_json_dict())
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        recorded
-    )
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(recorded)
     if os.environ.get("RECORD_HISTORIES"):
-        (HISTORIES / f"{RECORDED_ID}.json").write_text(recorded.to_json())
+        record_history(RECORDED_ID, recorded)
     assert plan.details["plan"]["parameters"]["backup"].endswith(backup_key)
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,17 +94,22 @@ async def serving(env: WorkflowEnvironment, cli: Cli) -> AsyncIterator[None]:
 @pytest.fixture
 def cli(
     dev_env: WorkflowEnvironment, orders_db: OrdersDatabase, demo_app: DemoApp, tmp_path: Path
-) -> Cli:
+) -> Iterator[Cli]:
+    """The CLI as a user has it: pointed at a running approval service (which alone signs)
+    and at Temporal for reading runs."""
     os.environ["ORDERS_DB_DSN_CLI"] = orders_db.admin_dsn
     config = write_config(tmp_path, CONFIG.format(app=demo_app.url))
-    return Cli(
-        {
-            **os.environ,
-            "REMEDIATE_CONFIG": str(config),
-            "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-            "REMEDIATE_TASK_QUEUE": f"cli-{uuid.uuid4().hex[:6]}",
-        }
-    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "REMEDIATE_CONFIG": str(config),
+        "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "REMEDIATE_TASK_QUEUE": f"cli-{uuid.uuid4().hex[:6]}",
+        "REMEDIATE_API_PORT": str(port),
+        "REMEDIATE_API_URL": f"http://127.0.0.1:{port}",
+    }
+    with server_process([sys.executable, "-m", "workers.service"], port, env):
+        yield Cli(env)
 
 
 async def test_start_pending_approve_status_list(
@@ -200,8 +205,18 @@ async def test_kill_switch_from_the_cli(dev_env: WorkflowEnvironment, cli: Cli) 
         assert "paused by alice" in out
         code, _, err = await cli("resume", who="alice")
         assert code == 2 and "not in engineering-leads" in err
-        code, out, err = await cli("resume", who="bob")
+        code, out, err = await cli("resume", "--reason", "review done", who="bob")
         assert code == 0 and "resumed by bob" in out, err
+        # Who paused and resumed is on record, in the envelope.
+        envelope = f"remediation-safety-{cli.env['REMEDIATE_TASK_QUEUE']}"
+        code, out, err = await cli("status", envelope)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0] == f"{envelope}: running (not paused)"
+        assert [line.split()[1:] for line in lines[1:]] == [
+            ["paused", "alice", "incident", "review"],
+            ["resumed", "bob", "review", "done"],
+        ]
 
 
 async def test_manual_start_with_the_temporal_cli_and_the_readme_input(
@@ -253,9 +268,6 @@ UNREACHABLE = "127.0.0.1:{port}"  # a free port: nothing listens there
          "no credential: set REMEDIATE_TOKEN or pass --token-file"),
         (("approve", NO_RUN, "--token-file", "/nonexistent/token"), {}, "bob",
          "cannot read --token-file /nonexistent/token: No such file or directory"),
-        (("start", "pool_restart", "--target", "orders-db"),
-         {"REMEDIATE_CONFIG": "/nonexistent/config.toml"}, "alice",
-         "config file /nonexistent/config.toml does not exist"),
         (("approve", NO_RUN), {}, "bob",
          f"no remediation '{NO_RUN}'; `remediate list` shows the runs"),
         (("reject", NO_RUN, "--reason", "no"), {}, "bob", f"no remediation '{NO_RUN}'"),
@@ -268,10 +280,9 @@ UNREACHABLE = "127.0.0.1:{port}"  # a free port: nothing listens there
          "cannot reach the approval service at http://127.0.0.1:"),
         (("pending",), {"REMEDIATE_API_URL": "http://" + UNREACHABLE}, "bob",
          "is remediate-service running there? (REMEDIATE_API_URL)"),
-        (("pending",), {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "bob",
+        (("list",), {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "bob",
          "cannot reach Temporal at 127.0.0.1:"),
-        (("start", "pool_restart", "--target", "orders-db"),
-         {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "alice",
+        (("status", NO_RUN), {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "alice",
          "is it running? (set REMEDIATE_TEMPORAL_ADDRESS)"),
     ],
 )  # fmt: skip
@@ -339,16 +350,24 @@ async def gated(
     os.environ["DEMO_ADMIN_TOKEN_CLI"] = demo_app.admin_token
     config = write_config(tmp_path, TWO_GATES.format(app=demo_app.url))
     namespace = await fresh_namespace(dev_env.client)
-    env = {**cli.env, "REMEDIATE_CONFIG": str(config), "REMEDIATE_NAMESPACE": namespace}
+    port = free_port()
+    env = {
+        **cli.env,
+        "REMEDIATE_CONFIG": str(config),
+        "REMEDIATE_NAMESPACE": namespace,
+        "REMEDIATE_API_PORT": str(port),
+        "REMEDIATE_API_URL": f"http://127.0.0.1:{port}",
+    }
     client = Client(
         dev_env.client.service_client, namespace=namespace, data_converter=pydantic_data_converter
     )
-    async with build_worker(client, env["REMEDIATE_TASK_QUEUE"]):
-        try:
-            yield Gated(Cli(env), client)
-        finally:
-            with suppress(RPCError):
-                await client.get_workflow_handle(WORKFLOW_ID).terminate("test cleanup")
+    with server_process([sys.executable, "-m", "workers.service"], port, env):
+        async with build_worker(client, env["REMEDIATE_TASK_QUEUE"]):
+            try:
+                yield Gated(Cli(env), client)
+            finally:
+                with suppress(RPCError):
+                    await client.get_workflow_handle(WORKFLOW_ID).terminate("test cleanup")
 
 
 async def decisions_of(client: Client) -> list[tuple[str, str]]:
@@ -429,31 +448,26 @@ async def test_pending_names_the_exact_sessions(gated: Gated, sessions: Sessions
 
 
 async def test_wait_through_the_approval_service(gated: Gated, sessions: Sessions) -> None:
-    """REMEDIATE_API_URL set: the CLI reads and decides gates over HTTP only (no signing
-    key, no config, no Temporal for it)."""
-    port = free_port()
-    service_env = {**gated.cli.env, "REMEDIATE_API_PORT": str(port)}
+    """The CLI reads and decides gates over HTTP only: no signing key, no config, and no
+    Temporal address of its own."""
     hidden = (SIGNING_KEY_ENV, "REMEDIATE_CONFIG")
     cli = Cli(
         {k: v for k, v in gated.cli.env.items() if k not in hidden}
-        | {"REMEDIATE_API_URL": f"http://127.0.0.1:{port}", "REMEDIATE_TEMPORAL_ADDRESS": "-"}
+        | {"REMEDIATE_TEMPORAL_ADDRESS": "-"}
     )
     sessions.open_idle(3)
     await asyncio.sleep(1.5)
-    code, _, err = await gated.cli("start", "pool_restart", "--target", "orders-db")
+    code, _, err = await cli("start", "pool_restart", "--target", "orders-db")
     assert code == 0, err
-    with server_process([sys.executable, "-m", "workers.service"], port, service_env):
-        [gate] = await cli.json("pending", "--wait", "--timeout", "30")
-        code, _, err = await cli("approve", WORKFLOW_ID, who="alice")
-        assert code == 2
-        assert err == (
-            "error: decision refused: alice is not in the required group engineering-leads\n"
-        )
-        code, out, err = await cli("approve", WORKFLOW_ID, "--wait", who="bob")
-        assert out == f"approved plan {gate['plan']['plan_id']} of {WORKFLOW_ID} as bob\n", err
-        code, out, err = await cli("reject", WORKFLOW_ID, "--wait", "--reason", "no", who="bob")
-        assert code == 0 and out.startswith("rejected plan "), err
-        assert err.startswith(f"waiting up to 60 s for a gate on {WORKFLOW_ID}\nopen gate: ")
-        assert await decisions_of(gated.client) == [("approved", "bob"), ("rejected", "bob")]
-        code, out, err = await cli("pending", "--wait", "--timeout", "1", "--json")
-        assert (code, json.loads(out)) == (1, [])
+    [gate] = await cli.json("pending", "--wait", "--timeout", "30")
+    code, _, err = await cli("approve", WORKFLOW_ID, who="alice")
+    assert code == 2
+    assert err == "error: decision refused: alice is not in the required group engineering-leads\n"
+    code, out, err = await cli("approve", WORKFLOW_ID, "--wait", who="bob")
+    assert out == f"approved plan {gate['plan']['plan_id']} of {WORKFLOW_ID} as bob\n", err
+    code, out, err = await cli("reject", WORKFLOW_ID, "--wait", "--reason", "no", who="bob")
+    assert code == 0 and out.startswith("rejected plan "), err
+    assert err.startswith(f"waiting up to 60 s for a gate on {WORKFLOW_ID}\nopen gate: ")
+    assert await decisions_of(gated.client) == [("approved", "bob"), ("rejected", "bob")]
+    code, out, err = await cli("pending", "--wait", "--timeout", "1", "--json")
+    assert (code, json.loads(out)) == (1, [])

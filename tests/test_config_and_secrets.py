@@ -1,22 +1,19 @@
 """Bad config says what to fix; secret references resolve from env or Secrets Manager (moto's
-server, a real HTTP endpoint); decisions are checked for signature, identity and age."""
+server, a real HTTP endpoint); signed decisions are checked for signature, key, binding and age."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 
-from activities.approval_auth import (
-    AuthenticationInput,
-    DecisionRequest,
-    check_decision,
-    sign_decision,
-)
+from activities import decision_tokens
 from activities.config import ConfigError, SecretRef, parse_config
+from activities.decision_tokens import Audience
 from activities.secrets import references as secrets
-from tests.support import identities_toml
 
 
 @pytest.mark.parametrize(
@@ -72,35 +69,61 @@ def test_secret_arn_resolves_through_secrets_manager(
     secrets.secretsmanager_client.cache_clear()
 
 
-class TestDecisionChecks:
-    key = "signing-key-for-unit-tests"
-    config = parse_config(identities_toml())
+class TestDecisionTokens:
+    """The signed-decision format on its own: pure computation, no servers."""
+
+    private = decision_tokens.new_private_key_text()
+    public = decision_tokens.public_text(decision_tokens.private_key(private))
     now = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    age = timedelta(minutes=15)
 
-    def check(self, request: DecisionRequest, workflow_id: str = "wf") -> str:
-        result = check_decision(
-            self.config,
-            self.key,
-            AuthenticationInput(workflow_id=workflow_id, kind="approve", request=request),
-            self.now,
-        )
-        return "ok" if result.authenticated else result.reason
+    def token(self, key: str | None = None, issued: datetime | None = None) -> str:
+        return decision_tokens.issue(
+            decision_tokens.private_key(key or self.private),
+            audience="gate", kind="approve", subject="bob", groups=["engineering-leads"],
+            workflow_id="wf", run_id="run-1", gate=1, plan_id="p1",
+            now=issued or self.now, ttl=self.age,
+        )  # fmt: skip
 
-    def signed(self, approver: str = "bob", age: timedelta = timedelta()) -> DecisionRequest:
-        request = DecisionRequest(plan_id="p1", approver=approver, issued_at=self.now - age)
-        return sign_decision(self.key, "wf", "approve", request)
+    def check(self, token: str, keys: list[str] | None = None, audience: Audience = "gate") -> str:
+        try:
+            claims = decision_tokens.verify(
+                token, keys or [self.public], audience=audience, now=self.now, max_age=self.age
+            )
+        except decision_tokens.TokenRefusedError as err:
+            return str(err)
+        return f"ok {claims.sub} {claims.wid}/{claims.rid} gate {claims.gate} {claims.plan}"
 
-    def test_a_fresh_signed_decision_is_authentic(self) -> None:
-        assert self.check(self.signed()) == "ok"
+    def test_a_fresh_signed_decision_is_authentic_and_bound(self) -> None:
+        assert self.check(self.token()) == "ok bob wf/run-1 gate 1 p1"
 
     def test_stale_and_future_decisions_are_refused(self) -> None:
-        assert "stale" in self.check(self.signed(age=timedelta(minutes=16)))
-        assert "stale" in self.check(self.signed(age=-timedelta(minutes=5)))
+        assert "expired" in self.check(self.token(issued=self.now - timedelta(minutes=16)))
+        assert "future" in self.check(self.token(issued=self.now + timedelta(minutes=5)))
 
-    def test_altered_fields_break_the_signature(self) -> None:
-        altered = self.signed().model_copy(update={"approver": "carol"})
-        assert "forged or altered" in self.check(altered)
-        assert "forged or altered" in self.check(self.signed(), workflow_id="other")
+    def test_each_altered_claim_breaks_the_signature(self) -> None:
+        head, body, signature = self.token().split(".")
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        for field, value in [("sub", "carol"), ("rid", "run-2"), ("gate", 2), ("plan", "p2"),
+                             ("kind", "reject"), ("wid", "other"), ("exp", claims["exp"] + 9),
+                             ("groups", ["engineering-leads", "admins"])]:  # fmt: skip
+            altered = base64.urlsafe_b64encode(json.dumps({**claims, field: value}).encode())
+            forged = f"{head}.{altered.decode().rstrip('=')}.{signature}"
+            assert "forged or altered" in self.check(forged), field
 
-    def test_signed_for_an_unknown_identity_is_refused(self) -> None:
-        assert "not a configured identity" in self.check(self.signed(approver="eve"))
+    def test_a_key_that_is_not_configured_is_refused_and_rotation_works(self) -> None:
+        new_private = decision_tokens.new_private_key_text()
+        new_public = decision_tokens.public_text(decision_tokens.private_key(new_private))
+        assert "not a configured verify key" in self.check(self.token(key=new_private))
+        # While rotating, both keys verify; once the old one is removed, its tokens are refused.
+        both = [self.public, new_public]
+        assert self.check(self.token(), both).startswith("ok")
+        assert self.check(self.token(key=new_private), both).startswith("ok")
+        assert "not a configured verify key" in self.check(self.token(), [new_public])
+
+    def test_a_token_for_another_audience_is_refused(self) -> None:
+        assert "not start" in self.check(self.token(), audience="start")
+
+    def test_garbage_is_refused_with_a_reason(self) -> None:
+        for junk in ("", "x", "a.b.c", "\u00e9.\u00e9.\u00e9", self.token()[:-1]):
+            assert not self.check(junk).startswith("ok"), junk

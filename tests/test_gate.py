@@ -9,33 +9,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.approval_auth import DecisionRequest, authenticate_decision, sign_decision
-from activities.checks import VerifyInput, VerifyResult
-from activities.deploy.models import RestartAppInput, RestartAppResult
-from activities.notify.models import Notification, NotifyResult
-from activities.postgres.models import (
-    ConnectionUsage,
-    FindIdleSessionsInput,
-    IdleSessions,
-    SessionRef,
-    TargetInput,
-    TerminateSessionsInput,
-    TerminateSessionsResult,
-)
-from activities.safety import SafetyActivities
-from activities.targets import describe_target
-from tests.support import eventually, mint, wait_for_gate, write_config
+from activities import decision_tokens
+from activities.approval_auth import DecisionKind, DecisionRequest
+from tests.fake_system import AUTO, CONFIG, START, FakeSystem
+from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
+from workers.worker import WORKFLOW_RUNNER
 from workflows.models import (
     AlertContext,
     AlertSignal,
@@ -50,113 +36,6 @@ from workflows.models import (
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
-CONFIG = """
-[targets.orders-db]
-kind = "postgres"
-dsn = {{ env = "UNUSED_IN_GATE_TESTS" }}
-health_url = "http://127.0.0.1:9/health"
-restart = {{ url = "http://127.0.0.1:9/restart" }}
-
-[runbooks.pool_restart]
-usage_threshold = 0.8
-idle_older_than_seconds = 300
-
-[runbooks.pool_restart.gate]
-required_group = "engineering-leads"
-remind_after = 600
-abort_after = 1800
-{auto}
-"""
-
-AUTO = """
-[runbooks.pool_restart.gate.auto_approve]
-name = "small-idle-cleanup"
-actions = ["terminate_idle_sessions"]
-max_affected = 50
-max_share = 0.4
-"""
-
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class FakeSystem:
-    """What the fake activities see and record."""
-
-    total: int = 90
-    idle_pids: list[int] = field(default_factory=lambda: list(range(1000, 1030)))
-    verify_passes: bool = True
-    notify_fails: bool = False
-    terminated: list[list[int]] = field(default_factory=list)
-    restarts: list[str] = field(default_factory=list)
-    notes: list[Notification] = field(default_factory=list)
-    planning_allowed: asyncio.Event = field(default_factory=asyncio.Event)
-    verifying_allowed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def sessions(self) -> list[SessionRef]:
-        return [
-            SessionRef(
-                pid=pid,
-                backend_start=START,
-                user="app",
-                application="orders-api",
-                state="idle",
-                idle_seconds=900,
-            )
-            for pid in self.idle_pids
-        ]
-
-    def activities(self, client: Client) -> list[object]:
-        @activity.defn(name="get_connection_usage")
-        async def usage(params: TargetInput) -> ConnectionUsage:
-            return ConnectionUsage(
-                target=params.target,
-                database="orders",
-                max_connections=100,
-                total=self.total,
-                usage=self.total / 100,
-                by_state={"idle": len(self.idle_pids)},
-                by_user={"app": self.total},
-                by_application={"orders-api": self.total},
-            )
-
-        @activity.defn(name="find_idle_sessions")
-        async def idle(params: FindIdleSessionsInput) -> IdleSessions:
-            await self.planning_allowed.wait()
-            return IdleSessions(sessions=self.sessions())
-
-        @activity.defn(name="terminate_sessions")
-        async def terminate(params: TerminateSessionsInput) -> TerminateSessionsResult:
-            pids = [s.pid for s in params.sessions]
-            self.terminated.append(pids)
-            return TerminateSessionsResult(terminated=pids)
-
-        @activity.defn(name="verify_until_stable")
-        async def verify(params: VerifyInput) -> VerifyResult:
-            await self.verifying_allowed.wait()
-            return VerifyResult(
-                passed=self.verify_passes, attempts=3, consecutive=3, elapsed_seconds=10
-            )
-
-        @activity.defn(name="restart_app")
-        async def restart(params: RestartAppInput) -> RestartAppResult:
-            self.restarts.append(params.idempotency_key)
-            return RestartAppResult(url="http://fake/restart", status_code=200, already_done=False)
-
-        @activity.defn(name="notify")
-        async def note(params: Notification) -> NotifyResult:
-            self.notes.append(params)
-            if self.notify_fails:
-                raise ApplicationError("webhook answered 503", non_retryable=True)
-            return NotifyResult()
-
-        safety = SafetyActivities(client)
-        return [
-            *(usage, idle, terminate, verify, restart, note),
-            *(describe_target, authenticate_decision),
-            *(safety.safety_status, safety.acquire_lease, safety.release_lease),
-        ]
-
 
 @pytest.fixture
 async def system(
@@ -168,6 +47,7 @@ async def system(
     fake.verifying_allowed.set()
     async with Worker(
         time_skipping_env.client,
+        workflow_runner=WORKFLOW_RUNNER,
         task_queue="gate-tests",
         workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
         # Each test has its own worker on this queue; without a workflow cache no run is
@@ -184,9 +64,11 @@ Handle = WorkflowHandle[PoolRestartWorkflow, RunReport]
 async def start(
     env: WorkflowEnvironment, requested_by: str = "alice", dry_run: bool = False
 ) -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         PoolRestartWorkflow.run,
         RunbookInput(target="orders-db", requested_by=requested_by, dry_run=dry_run),
+        now=await env.get_current_time(),
         id=f"gate-test-{uuid.uuid4().hex[:8]}",
         task_queue="gate-tests",
     )
@@ -205,7 +87,7 @@ async def test_lead_approval_runs_the_exact_plan(
     assert gate.plan.expected_impact.affected == 30
 
     decision = await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id, "ok")
+        PoolRestartWorkflow.approve, mint("bob", gate, "approve", "ok")
     )
     assert decision.outcome == DecisionOutcome.APPROVED and decision.decided_by == "bob"
     report = await handle.result()
@@ -223,9 +105,7 @@ async def test_rejection_acts_on_nothing(
 ) -> None:
     handle = await start(time_skipping_env)
     gate = await wait_for_gate(handle)
-    await handle.execute_update(
-        PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate.plan.plan_id, "no")
-    )
+    await handle.execute_update(PoolRestartWorkflow.reject, mint("carol", gate, "reject", "no"))
     report = await handle.result()
     assert report.status == RunStatus.REJECTED
     assert system.terminated == [] and system.restarts == []
@@ -265,13 +145,9 @@ async def test_requester_cannot_approve_their_own_run(
     handle = await start(time_skipping_env, requested_by="bob")
     gate = await wait_for_gate(handle)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(
-            PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
-        )
+        await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
     assert "requested this run" in str(refused.value.cause)
-    await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("carol", handle.id, "approve", gate.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.approve, mint("carol", gate, "approve"))
     report = await handle.result()
     refusal = next(s for s in report.steps if s.kind == "decision_refused")
     assert refusal.actor == "bob"
@@ -285,42 +161,40 @@ async def test_approver_outside_the_required_group_is_refused(
     gate = await wait_for_gate(handle)
     for who in ("alice", "mallory"):
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(
-                PoolRestartWorkflow.approve, mint(who, handle.id, "approve", gate.plan.plan_id)
-            )
+            await handle.execute_update(PoolRestartWorkflow.approve, mint(who, gate, "approve"))
         assert "not in the required group engineering-leads" in str(refused.value.cause)
     assert await handle.query(PoolRestartWorkflow.pending_gate) is not None
-    await handle.execute_update(
-        PoolRestartWorkflow.reject, mint("bob", handle.id, "reject", gate.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.reject, mint("bob", gate, "reject"))
     report = await handle.result()
     assert [s.actor for s in report.steps if s.kind == "decision_refused"] == ["alice", "mallory"]
     assert system.terminated == []
 
 
-async def test_forged_decisions_are_refused_and_recorded(
+async def test_forged_decisions_are_refused_before_they_reach_the_run(
     time_skipping_env: WorkflowEnvironment, system: FakeSystem
 ) -> None:
     handle = await start(time_skipping_env)
     gate = await wait_for_gate(handle)
-    unsigned = DecisionRequest(
-        plan_id=gate.plan.plan_id, approver="bob", issued_at=datetime.now(UTC)
-    )
-    wrong_key = sign_decision("not-the-key", handle.id, "approve", unsigned)
+    unsigned = DecisionRequest(plan_id=gate.plan.plan_id, approver="bob")
+    wrong_key = mint("bob", gate, "approve", key=decision_tokens.new_private_key_text())
     # A genuine rejection re-labelled as an approval is a forgery too.
-    relabelled = mint("bob", handle.id, "reject", gate.plan.plan_id)
+    relabelled = mint("bob", gate, "reject")
     # A genuine approval for another run cannot be replayed here.
-    other_run = mint("bob", "some-other-workflow", "approve", gate.plan.plan_id)
+    other_run = mint("bob", gate, "approve", workflow_id="some-other-workflow")
     for forged in (unsigned, wrong_key, relabelled, other_run):
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(PoolRestartWorkflow.approve, forged)
-        assert "not authenticated" in str(refused.value.cause)
+        assert "decision refused" in str(refused.value.cause)
+    # Refused in the validator: none of them is in the run's history.
+    history = await handle.fetch_history()
+    assert not [
+        e
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
     report = await handle.query(PoolRestartWorkflow.report)
-    assert len([s for s in report.steps if s.kind == "decision_refused"]) == 4
     assert report.status == RunStatus.AWAITING_APPROVAL
-    await handle.execute_update(
-        PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.reject, mint("carol", gate, "reject"))
     await handle.result()
     assert system.terminated == []
 
@@ -332,12 +206,10 @@ async def test_decision_for_another_plan_is_refused(
     gate = await wait_for_gate(handle)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update(
-            PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", "0123456789abcdef")
+            PoolRestartWorkflow.approve, mint("bob", gate, "approve", plan_id="0123456789abcdef")
         )
     assert "is not the open plan" in str(refused.value.cause)
-    await handle.execute_update(
-        PoolRestartWorkflow.reject, mint("bob", handle.id, "reject", gate.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.reject, mint("bob", gate, "reject"))
     assert (await handle.result()).status == RunStatus.REJECTED
 
 
@@ -348,17 +220,19 @@ async def test_duplicate_and_late_conflicting_decisions(
     system.verifying_allowed.clear()  # keep the run alive for the late decisions
     handle = await start(time_skipping_env)
     gate_plan = await _blocked_plan(system, handle)
-    first = mint("bob", handle.id, "approve", gate_plan)
+    first = early("bob", handle, "approve", gate_plan, await time_skipping_env.get_current_time())
     system.planning_allowed.set()
     await wait_for_gate(handle)
     decided = await handle.execute_update(PoolRestartWorkflow.approve, first)
     again = await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate_plan)
+        PoolRestartWorkflow.approve,
+        early("bob", handle, "approve", gate_plan, await time_skipping_env.get_current_time()),
     )
     assert again == decided
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update(
-            PoolRestartWorkflow.reject, mint("carol", handle.id, "reject", gate_plan)
+            PoolRestartWorkflow.reject,
+            early("carol", handle, "reject", gate_plan, await time_skipping_env.get_current_time()),
         )
     assert "already approved by bob" in str(refused.value.cause)
     system.verifying_allowed.set()
@@ -373,15 +247,16 @@ async def test_decision_sent_before_the_gate_opens_applies_to_that_plan(
     system.planning_allowed.clear()
     handle = await start(time_skipping_env)
     plan_id = await _blocked_plan(system, handle)
-    early = asyncio.create_task(
+    held = asyncio.create_task(
         handle.execute_update(
-            PoolRestartWorkflow.approve, mint("carol", handle.id, "approve", plan_id)
+            PoolRestartWorkflow.approve,
+            early("carol", handle, "approve", plan_id, await time_skipping_env.get_current_time()),
         )
     )
     await asyncio.sleep(1)
-    assert not early.done()  # held, not lost and not applied to nothing
+    assert not held.done()  # held, not lost and not applied to nothing
     system.planning_allowed.set()
-    decision = await early
+    decision = await held
     assert decision.plan_id == plan_id and decision.decided_by == "carol"
     report = await handle.result()
     assert report.status == RunStatus.REMEDIATED
@@ -402,9 +277,11 @@ async def test_dry_run_records_what_it_would_do_and_acts_on_nothing(
 async def test_unknown_target_aborts_with_a_clear_message(
     time_skipping_env: WorkflowEnvironment, system: FakeSystem
 ) -> None:
-    handle = await time_skipping_env.client.start_workflow(
+    handle = await start_signed(
+        time_skipping_env.client,
         PoolRestartWorkflow.run,
         RunbookInput(target="ordes-db", requested_by="alice"),
+        now=await time_skipping_env.get_current_time(),
         id=f"gate-test-{uuid.uuid4().hex[:8]}",
         task_queue="gate-tests",
     )
@@ -418,7 +295,8 @@ async def test_resolved_alert_closes_a_waiting_gate_and_duplicates_attach(
     time_skipping_env: WorkflowEnvironment, system: FakeSystem
 ) -> None:
     alert = AlertContext(source="alertmanager", name="PgTooManyConnections", fingerprint="f1")
-    handle = await time_skipping_env.client.start_workflow(
+    handle = await start_signed(
+        time_skipping_env.client,
         PoolRestartWorkflow.run,
         RunbookInput(
             target="orders-db",
@@ -426,6 +304,7 @@ async def test_resolved_alert_closes_a_waiting_gate_and_duplicates_attach(
             alert=alert,
             close_gate_on_resolve=True,
         ),
+        now=await time_skipping_env.get_current_time(),
         id=f"gate-test-{uuid.uuid4().hex[:8]}",
         task_queue="gate-tests",
         start_signal="alert_received",
@@ -459,14 +338,10 @@ async def test_failed_verification_falls_back_to_a_gated_restart_then_escalates(
     system.verify_passes = False
     handle = await start(time_skipping_env)
     first = await wait_for_gate(handle)
-    await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", first.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", first, "approve"))
     second = await eventually(lambda: _gate_other_than(handle, first.plan.plan_id))
     assert second.plan.action == "restart_app"
-    await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", second.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", second, "approve"))
     report = await handle.result()
     assert report.status == RunStatus.ESCALATED
     assert len(system.restarts) == 1
@@ -484,13 +359,16 @@ async def test_auto_approval_within_policy_and_person_beyond_it(
     for fake, queue in ((small, "auto-small"), (large, "auto-large")):
         async with Worker(
             time_skipping_env.client,
+            workflow_runner=WORKFLOW_RUNNER,
             task_queue=queue,
             workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
             activities=fake.activities(time_skipping_env.client),  # type: ignore[arg-type]
         ):
-            handle = await time_skipping_env.client.start_workflow(
+            handle = await start_signed(
+                time_skipping_env.client,
                 PoolRestartWorkflow.run,
                 RunbookInput(target="orders-db", requested_by="alertmanager"),
+                now=await time_skipping_env.get_current_time(),
                 id=f"auto-{queue}-{uuid.uuid4().hex[:6]}",
                 task_queue=queue,
             )
@@ -506,7 +384,7 @@ async def test_auto_approval_within_policy_and_person_beyond_it(
                 assert "auto_approval_declined" in kinds(report)
                 await handle.execute_update(
                     PoolRestartWorkflow.approve,
-                    mint("bob", handle.id, "approve", gate.plan.plan_id),
+                    mint("bob", gate, "approve"),
                 )
                 assert (await handle.result()).status == RunStatus.REMEDIATED
 
@@ -542,3 +420,13 @@ async def _blocked_plan(system: FakeSystem, handle: Handle) -> str:
 
 async def _status_is(handle: Handle, status: RunStatus) -> bool:
     return (await handle.query(PoolRestartWorkflow.report)).status == status
+
+
+def early(
+    who: str, handle: Handle, kind: DecisionKind, plan_id: str, now: datetime
+) -> DecisionRequest:
+    """A decision for the run's first gate, signed (at the server's `now`) before it opened."""
+    return mint(
+        who, None, kind, workflow_id=handle.id, run_id=handle.result_run_id, gate=1,
+        plan_id=plan_id, now=now,
+    )  # fmt: skip

@@ -39,14 +39,13 @@ from temporalio.worker import Replayer
 from activities.postgres.logins import scram_verifier
 from infra.local_postgres import PostgresServer, free_port
 from infra.processes import server_process
-from tests.support import BIN, DemoApp, eventually, mint, write_config
-from workers.worker import WORKFLOWS, build_worker
+from tests.support import BIN, DemoApp, eventually, mint, record_history, start_signed, write_config
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.key_rotation import KeyRotationWorkflow
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
 from workflows.runbook import RunbookWorkflow
 
 Handle = WorkflowHandle[Any, RunReport]
-HISTORIES = Path(__file__).parent / "histories"
 RECORDED_ID = "key_rotation-app-db-credentials"
 USERS = ("rot_app_a", "rot_app_b")
 
@@ -201,16 +200,15 @@ async def approve(env: WorkflowEnvironment, workflow_id: str, who: str) -> GateV
         return gate if gate is not None and gate.plan.plan_id not in seen else None
 
     gate = await eventually(probe, 60)
-    await handle.execute_update(
-        RunbookWorkflow.approve, mint(who, workflow_id, "approve", gate.plan.plan_id)
-    )
+    await handle.execute_update(RunbookWorkflow.approve, mint(who, gate, "approve"))
     return gate
 
 
 async def start(
     env: WorkflowEnvironment, queue: str, target: str, workflow_id: str, **params: str
 ) -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         KeyRotationWorkflow.run,
         RunbookInput(target=target, requested_by="alice", parameters=params),
         id=workflow_id,
@@ -264,11 +262,13 @@ async def test_alternating_users_rotation_switches_the_app_and_revokes_the_old_l
         text = history_text(recorded)
         for value in (old["password"], new["password"], postgres.password):
             assert value not in text
-        await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-            recorded
-        )
+        await Replayer(
+            workflows=WORKFLOWS,
+            data_converter=pydantic_data_converter,
+            workflow_runner=WORKFLOW_RUNNER,
+        ).replay_workflow(recorded)
         if os.environ.get("RECORD_HISTORIES"):
-            (HISTORIES / f"{RECORDED_ID}.json").write_text(recorded.to_json())
+            record_history(RECORDED_ID, recorded)
 
         # The same token again: already done, nothing changes (no version, no password).
         stored, versions = login.stored_passwords(), login.versions()

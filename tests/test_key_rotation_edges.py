@@ -232,15 +232,12 @@ async def test_api_key_rotation_revokes_the_old_key_only_when_the_second_gate_ap
         assert first.plan.parameters["from_principal"].startswith("key_old")
         second = await gate_for(dev_env, handle.id, "revoke_credential")
         assert second.plan.parameters["principal"].startswith("key_old")
-        plan_id = second.plan.plan_id
         if revoke == "approve":
-            await handle.execute_update(
-                RunbookWorkflow.approve, mint("carol", handle.id, "approve", plan_id)
-            )
+            await handle.execute_update(RunbookWorkflow.approve, mint("carol", second, "approve"))
         else:
             await handle.execute_update(
                 RunbookWorkflow.reject,
-                mint("carol", handle.id, "reject", plan_id, "a batch job still uses it"),
+                mint("carol", second, "reject", "a batch job still uses it"),
             )
         report = await asyncio.wait_for(handle.result(), 120)
         recorded = await handle.fetch_history()

@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.mongo.connections import get_mongo_connection_usage
 from activities.mongo.models import MongoTargetInput
 from infra.local_postgres import docker_available, free_port
-from tests.support import mint, wait_for_gate, write_config
+from tests.support import mint, start_signed, wait_for_gate, write_config
 from workers.worker import build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
@@ -136,7 +136,8 @@ async def test_exhausted_mongo_is_remediated_by_a_gated_restart(
     configure(tmp_path, mongo_url, hook, (baseline.current + 20) / capacity)
     queue = f"mongo-{uuid.uuid4().hex[:6]}"
     async with build_worker(dev_env.client, queue):
-        handle = await dev_env.client.start_workflow(
+        handle = await start_signed(
+            dev_env.client,
             PoolRestartWorkflow.run,
             RunbookInput(target="widget-mongo", requested_by="alice"),
             id=f"pool_restart-widget-mongo-{uuid.uuid4().hex[:6]}",
@@ -144,9 +145,7 @@ async def test_exhausted_mongo_is_remediated_by_a_gated_restart(
         )
         gate = await wait_for_gate(handle)
         assert gate.plan.action == "restart_app"
-        await handle.execute_update(
-            PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
-        )
+        await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
         report: RunReport = await handle.result()
     assert report.status == RunStatus.REMEDIATED, report.summary
     assert app.clients == []

@@ -27,14 +27,15 @@ from tests.support import (
     Sessions,
     eventually,
     mint,
+    record_history,
+    start_signed,
     wait_for_gate,
     write_config,
 )
-from workers.worker import WORKFLOWS, build_worker
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
-HISTORIES = Path(__file__).parent / "histories"
 DSN_ENV = "ORDERS_DB_DSN_TEST"
 
 CONFIG = """
@@ -87,7 +88,8 @@ async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Non
 
 
 async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, RunReport]:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         "PoolRestartWorkflow",
         RunbookInput(target="orders-db", requested_by="alice", reason="Too many connections"),
         id=f"pool_restart-orders-db-{uuid.uuid4().hex[:8]}",
@@ -116,7 +118,7 @@ async def test_lead_approval_terminates_exactly_the_stale_idle_sessions(
             fresh = sessions.open_idle(2)  # opened after the plan: not approved, must survive
             await handle.execute_update(
                 PoolRestartWorkflow.approve,
-                mint("bob", handle.id, "approve", gate.plan.plan_id, "stale idle sessions"),
+                mint("bob", gate, "approve", "stale idle sessions"),
             )
             report = await handle.result()
             assert report.status == RunStatus.REMEDIATED, report.summary
@@ -129,12 +131,11 @@ async def test_lead_approval_terminates_exactly_the_stale_idle_sessions(
     assert orders_db.admin_dsn not in history_json
     assert os.environ[SIGNING_KEY_ENV] not in history_json
     assert demo_app.admin_token not in history_json
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history
-    )
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(history)
     if os.environ.get("RECORD_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / "pool_restart_approved.json").write_text(history.to_json())
+        record_history("pool_restart_approved", history)
 
 
 async def test_rejection_and_timeout_leave_every_session_alive(
@@ -151,9 +152,7 @@ async def test_rejection_and_timeout_leave_every_session_alive(
     async with worker(dev_env, queue):
         rejected = await start(dev_env, queue)
         gate = await wait_for_gate(rejected)
-        await rejected.execute_update(
-            PoolRestartWorkflow.reject, mint("carol", rejected.id, "reject", gate.plan.plan_id)
-        )
+        await rejected.execute_update(PoolRestartWorkflow.reject, mint("carol", gate, "reject"))
         assert (await rejected.result()).status == RunStatus.REJECTED
         assert sessions.alive(stale) == set(stale)
 
@@ -193,7 +192,7 @@ async def test_worker_killed_mid_termination_resumes_and_terminates_once(
             gate = await wait_for_gate(handle, seconds=60)
             await handle.execute_update(
                 PoolRestartWorkflow.approve,
-                mint("bob", handle.id, "approve", gate.plan.plan_id),
+                mint("bob", gate, "approve"),
             )
 
             async def partly_terminated() -> bool:

@@ -26,13 +26,20 @@ from temporalio.worker import Replayer
 from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
 from infra.local_postgres import PostgresServer
-from tests.support import TOKENS, DemoApp, Receiver, eventually, mint, write_config
+from tests.support import (
+    TOKENS,
+    DemoApp,
+    Receiver,
+    eventually,
+    mint,
+    record_history,
+    start_signed,
+    write_config,
+)
 from workers.approvals import end_hold
-from workers.worker import WORKFLOWS, build_worker
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
 from workflows.read_only import EndHold, ReadOnlyWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
 
 CONFIG = """
 [targets.inventory-db]
@@ -88,7 +95,8 @@ def configure(
 
 
 async def start(env: WorkflowEnvironment, queue: str, target: str, **params: str) -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         ReadOnlyWorkflow.run,
         RunbookInput(target=target, requested_by="alice", parameters=params),
         id=f"read_only-{target}-{uuid.uuid4().hex[:6]}",
@@ -98,9 +106,7 @@ async def start(env: WorkflowEnvironment, queue: str, target: str, **params: str
 
 async def approve(handle: Handle, who: str, action: str) -> GateView:
     gate = await _gate_for(handle, action)
-    await handle.execute_update(
-        ReadOnlyWorkflow.approve, mint(who, handle.id, "approve", gate.plan.plan_id)
-    )
+    await handle.execute_update(ReadOnlyWorkflow.approve, mint(who, gate, "approve"))
     return gate
 
 
@@ -165,11 +171,11 @@ async def test_postgres_read_only_holds_across_a_worker_restart_and_exits_by_gat
     assert [s.actor for s in report.steps if s.kind == "hold_ended"] == ["alice"]
     history = await handle.fetch_history()
     assert os.environ["INVENTORY_DSN_TEST"] not in json.dumps(history.to_json_dict())
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history
-    )
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(history)
     if os.environ.get("RECORD_HISTORIES"):
-        (HISTORIES / "read_only_postgres.json").write_text(history.to_json())
+        record_history("read_only_postgres", history)
 
 
 async def test_app_flag_rejected_exit_keeps_it_read_only_and_cancel_restores_writes(
@@ -185,7 +191,7 @@ async def test_app_flag_rejected_exit_keeps_it_read_only_and_cancel_restores_wri
         assert (await app.get("/orders")).status_code == 200
         await handle.execute_update(
             ReadOnlyWorkflow.reject,
-            mint("carol", handle.id, "reject", exit_gate.plan.plan_id, "not yet"),
+            mint("carol", exit_gate, "reject", "not yet"),
         )
         await eventually(lambda: holding(handle))  # back to holding, still read-only
         assert (await app.post("/orders")).status_code == 423

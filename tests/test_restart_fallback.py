@@ -13,7 +13,14 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.deploy.models import RestartAppInput
 from activities.deploy.restart_hook import restart_app
-from tests.support import DemoApp, OrdersDatabase, Receiver, wait_for_gate, write_config
+from tests.support import (
+    DemoApp,
+    OrdersDatabase,
+    Receiver,
+    start_signed,
+    wait_for_gate,
+    write_config,
+)
 from tests.support import mint as mint_decision
 from workers.worker import build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
@@ -58,7 +65,8 @@ async def test_exhaustion_without_stale_sessions_is_fixed_by_a_gated_restart(
         assert leaked["opened"] == 40
         queue = f"restart-{uuid.uuid4().hex[:6]}"
         async with build_worker(dev_env.client, queue):
-            handle = await dev_env.client.start_workflow(
+            handle = await start_signed(
+                dev_env.client,
                 PoolRestartWorkflow.run,
                 RunbookInput(target="orders-db", requested_by="alice"),
                 id=f"pool_restart-orders-db-{uuid.uuid4().hex[:6]}",
@@ -68,7 +76,7 @@ async def test_exhaustion_without_stale_sessions_is_fixed_by_a_gated_restart(
             assert gate.plan.action == "restart_app"
             await handle.execute_update(
                 PoolRestartWorkflow.approve,
-                mint_decision("bob", handle.id, "approve", gate.plan.plan_id),
+                mint_decision("bob", gate, "approve"),
             )
             report: RunReport = await handle.result()
         assert report.status == RunStatus.REMEDIATED, report.summary

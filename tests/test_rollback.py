@@ -27,13 +27,20 @@ from temporalio.worker import Replayer
 from infra.fakes.platforms import GENERIC, RAILWAY, VERCEL, Platform, Release
 from infra.local_postgres import free_port
 from infra.processes import server_process
-from tests.support import BIN, OrdersDatabase, eventually, mint, write_config
-from workers.worker import WORKFLOWS, build_worker
+from tests.support import (
+    BIN,
+    OrdersDatabase,
+    eventually,
+    mint,
+    record_history,
+    start_signed,
+    write_config,
+)
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.models import GateView, RunbookInput, RunReport, RunStatus
 from workflows.rollback import RollbackWorkflow
 
 Handle = WorkflowHandle[Any, RunReport]
-HISTORIES = Path(__file__).parent / "histories"
 
 CONFIG = """
 [targets.web]
@@ -99,7 +106,8 @@ def configure(tmp_path: Path, web: Web, platform: Platform, auto: bool = False) 
 
 
 async def start(env: WorkflowEnvironment, queue: str, **params: str) -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         RollbackWorkflow.run,
         RunbookInput(target="web", requested_by="alice", parameters=params),
         id=f"rollback-web-{uuid.uuid4().hex[:6]}",
@@ -112,9 +120,7 @@ async def approve(handle: Handle, who: str = "bob") -> GateView:
         return await handle.query(RollbackWorkflow.pending_gate)
 
     gate = await eventually(probe, 30)
-    await handle.execute_update(
-        RollbackWorkflow.approve, mint(who, handle.id, "approve", gate.plan.plan_id)
-    )
+    await handle.execute_update(RollbackWorkflow.approve, mint(who, gate, "approve"))
     return gate
 
 
@@ -143,11 +149,11 @@ async def test_happy_path_rolls_back_to_the_last_good_release_after_approval(
         assert (await client.get(f"{web.url}/health")).status_code == 200
     recorded = await handle.fetch_history()
     assert platform.token not in json.dumps(recorded.to_json_dict())
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        recorded
-    )
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(recorded)
     if os.environ.get("RECORD_HISTORIES") and platform.name == "vercel":
-        (HISTORIES / f"rollback_{platform.name}.json").write_text(recorded.to_json())
+        record_history(f"rollback_{platform.name}", recorded)
 
 
 async def test_nothing_to_roll_back_to_escalates_without_acting(
@@ -195,9 +201,7 @@ async def test_already_rolled_back_by_hand_is_not_rolled_back_again(
         gate = await eventually(probe, 30)
         await platform.roll_back_by_hand(gate.plan.parameters["to"]["id"])  # someone was faster
         before = await platform.rollbacks_requested()
-        await handle.execute_update(
-            RollbackWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
-        )
+        await handle.execute_update(RollbackWorkflow.approve, mint("bob", gate, "approve"))
         report = await handle.result()
     assert report.status == RunStatus.REMEDIATED, report.summary
     assert await platform.rollbacks_requested() == before

@@ -17,13 +17,15 @@ from activities.config import SafetyLimits
 from activities.safety import (
     LeaseRequest,
     LeaseResult,
-    PauseRequest,
+    SafetyActivities,
     SafetyQuery,
     SafetyStatus,
     safety_workflow_id,
 )
 from infra.local_postgres import free_port
 from infra.processes import server_process
+from tests.support import switch, write_config
+from workers.worker import WORKFLOW_RUNNER
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 QUEUE = "durability"
@@ -41,7 +43,7 @@ def temporal_server(db: Path, port: int) -> Iterator[str]:
 
 
 async def envelope_status(client: Client) -> SafetyStatus:
-    async with Worker(client, task_queue=QUEUE, workflows=[SafetyEnvelopeWorkflow]):
+    async with envelope_worker(client):
         handle = await client.start_workflow(
             "SafetyEnvelopeWorkflow",
             id=safety_workflow_id(QUEUE),
@@ -53,11 +55,23 @@ async def envelope_status(client: Client) -> SafetyStatus:
         return status
 
 
+def envelope_worker(client: Client) -> Worker:
+    """The envelope and the activity that gives it the keys to check a signed switch."""
+    return Worker(
+        client,
+        workflow_runner=WORKFLOW_RUNNER,
+        task_queue=QUEUE,
+        workflows=[SafetyEnvelopeWorkflow],
+        activities=[SafetyActivities(client).safety_policy],
+    )
+
+
 async def test_pause_and_lease_survive_worker_and_server_restarts(tmp_path: Path) -> None:
+    write_config(tmp_path, "")
     db, port = tmp_path / "temporal.db", free_port()
     with temporal_server(db, port) as address:
         client = await Client.connect(address, data_converter=pydantic_data_converter)
-        async with Worker(client, task_queue=QUEUE, workflows=[SafetyEnvelopeWorkflow]):
+        async with envelope_worker(client):
             handle = await client.start_workflow(
                 "SafetyEnvelopeWorkflow", id=safety_workflow_id(QUEUE), task_queue=QUEUE
             )
@@ -70,7 +84,9 @@ async def test_pause_and_lease_survive_worker_and_server_restarts(tmp_path: Path
             )
             assert lease.granted
             await handle.execute_update(
-                "pause", PauseRequest(by="carol", reason="db migration"), result_type=SafetyStatus
+                "pause",
+                switch("carol", "pause", handle.id, "db migration"),
+                result_type=SafetyStatus,
             )
         # A new worker (the old one is gone) sees the same state.
         assert (await envelope_status(client)).paused

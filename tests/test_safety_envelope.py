@@ -7,15 +7,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.safety import PauseRequest, SafetyStatus, safety_workflow_id
-from tests.support import eventually, mint, wait_for_gate, write_config
-from tests.test_gate import AUTO, CONFIG, FakeSystem
+from activities.safety import SafetyStatus, safety_workflow_id
+from tests.fake_system import AUTO, CONFIG, FakeSystem
+from tests.support import eventually, mint, start_signed, switch, wait_for_gate, write_config
+from workers.worker import WORKFLOW_RUNNER
 from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
@@ -29,6 +31,7 @@ async def running(env: WorkflowEnvironment, system: FakeSystem) -> AsyncIterator
     system.planning_allowed.set()
     async with Worker(
         env.client,
+        workflow_runner=WORKFLOW_RUNNER,
         task_queue=queue,
         workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
         activities=system.activities(env.client),  # type: ignore[arg-type]
@@ -38,15 +41,19 @@ async def running(env: WorkflowEnvironment, system: FakeSystem) -> AsyncIterator
 
 
 async def start(env: WorkflowEnvironment, queue: str, requested_by: str = "alice") -> Handle:
-    return await env.client.start_workflow(
+    return await start_signed(
+        env.client,
         PoolRestartWorkflow.run,
         RunbookInput(target="orders-db", requested_by=requested_by),
         id=f"safety-run-{uuid.uuid4().hex[:8]}",
         task_queue=queue,
+        now=await env.get_current_time(),
     )
 
 
-async def envelope(env: WorkflowEnvironment, queue: str, update: str, by: str) -> SafetyStatus:
+async def envelope(
+    env: WorkflowEnvironment, queue: str, update: Literal["pause", "resume"], by: str
+) -> SafetyStatus:
     handle = await env.client.start_workflow(
         "SafetyEnvelopeWorkflow",
         id=safety_workflow_id(queue),
@@ -54,7 +61,9 @@ async def envelope(env: WorkflowEnvironment, queue: str, update: str, by: str) -
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
     status: SafetyStatus = await handle.execute_update(
-        update, PauseRequest(by=by, reason="incident review"), result_type=SafetyStatus
+        update,
+        switch(by, update, handle.id, "incident review", await env.get_current_time()),
+        result_type=SafetyStatus,
     )
     return status
 
@@ -65,9 +74,7 @@ async def status_is(handle: Handle, status: RunStatus) -> bool:
 
 async def approve(handle: Handle) -> None:
     gate = await wait_for_gate(handle)
-    await handle.execute_update(
-        PoolRestartWorkflow.approve, mint("bob", handle.id, "approve", gate.plan.plan_id)
-    )
+    await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
 
 
 async def test_kill_switch_holds_approved_runs_until_resumed(
@@ -126,7 +133,5 @@ async def test_cooldown_turns_auto_approval_off_and_pages(
         declined = [s.summary for s in report.steps if s.kind == "auto_approval_declined"]
         assert declined and "in cooldown until" in declined[0]
         assert [n.severity for n in system.notes if n.event == "safety_limit"] == ["page"]
-        await second.execute_update(
-            PoolRestartWorkflow.approve, mint("bob", second.id, "approve", gate.plan.plan_id)
-        )
+        await second.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
         assert (await second.result()).status == RunStatus.REMEDIATED

@@ -1,16 +1,21 @@
 """The CLI's way to the approval service over HTTP (REMEDIATE_API_URL): the same path as any
-other approver, so the CLI needs only the caller's token, never the signing key."""
+other approver, so the CLI needs only the caller's token and can sign nothing itself."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import httpx
 from pydantic import TypeAdapter
 
 from activities.approval_auth import DecisionKind
-from workers.approvals import DecisionError
+from activities.safety import SafetyStatus
+from workers.approvals import DecisionError, RunEndedError
+from workers.run_routes import StartResult
 from workflows.models import ApprovalDecision, GateView
 
 _GATES = TypeAdapter(list[GateView])
+_GATE = TypeAdapter(GateView | None)
 
 
 class ApprovalApi:
@@ -42,9 +47,15 @@ class ApprovalApi:
         return _GATES.validate_json((await self._call("GET", "/approvals")).content)
 
     async def open_gate(self, workflow_id: str) -> GateView | None:
-        """The gate open on `workflow_id`, or None (the service does not say whether the run
-        is between gates, has ended or does not exist)."""
-        return next((g for g in await self.pending() if g.workflow_id == workflow_id), None)
+        """The gate open on `workflow_id`, or None between gates; DecisionError 404 if there
+        is no such run, RunEndedError if it has finished."""
+        try:
+            response = await self._call("GET", f"/approvals/{workflow_id}")
+        except DecisionError as err:
+            if err.status == 409:
+                raise RunEndedError.from_message(str(err)) from None
+            raise
+        return _GATE.validate_json(response.content)
 
     async def decide(
         self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
@@ -63,3 +74,25 @@ class ApprovalApi:
     async def end_hold(self, workflow_id: str, reason: str) -> str:
         response = await self._call("POST", f"/runs/{workflow_id}/end-hold", {"reason": reason})
         return str(response.json()["result"])
+
+    async def start(
+        self,
+        runbook: str,
+        target: str,
+        parameters: dict[str, str],
+        *,
+        dry_run: bool,
+        reason: str,
+    ) -> StartResult:
+        body = {
+            "runbook": runbook,
+            "target": target,
+            "parameters": parameters,
+            "dry_run": dry_run,
+            "reason": reason,
+        }
+        return StartResult.model_validate_json((await self._call("POST", "/runs", body)).content)
+
+    async def switch(self, kind: Literal["pause", "resume"], reason: str) -> SafetyStatus:
+        response = await self._call("POST", f"/safety/{kind}", {"reason": reason})
+        return SafetyStatus.model_validate_json(response.content)

@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from activities.approval_auth import AuthenticationFailedError, identify
+from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
-from workers.approvals import DecisionError, decide, end_hold, pending_gates
-from workers.http_common import ErrorBody, temporal_client
+from workers.approvals import DecisionError, decide, end_hold, open_gate, pending_gates
+from workers.http_common import ErrorBody, bearer_token, caller_identity, temporal_client
 from workers.metrics import DECISIONS, GATES_PENDING
 from workflows.models import ApprovalDecision, GateView
 
@@ -29,26 +29,29 @@ class EndHoldBody(BaseModel):
     reason: str = Field(default="", max_length=2000)
 
 
-def _caller(authorization: str) -> str:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(status_code=401, detail="send Authorization: Bearer <your token>")
-    return token.strip()
-
-
 @router.get("/approvals", responses={401: {"model": ErrorBody}})
 async def list_approvals(
     request: Request, authorization: Annotated[str, Header()] = ""
 ) -> list[GateView]:
-    config = load_config()
-    token = _caller(authorization)
-    try:
-        identify(config, token)
-    except AuthenticationFailedError as err:
-        raise HTTPException(status_code=401, detail=str(err)) from None
+    caller_identity(authorization)
     gates = await pending_gates(temporal_client(request))
     GATES_PENDING.set(len(gates))
     return gates
+
+
+@router.get(
+    "/approvals/{workflow_id}",
+    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def run_gate(
+    request: Request, workflow_id: str, authorization: Annotated[str, Header()] = ""
+) -> GateView | None:
+    """The gate open on this run now (null between gates); 404 no such run, 409 it ended."""
+    caller_identity(authorization)
+    try:
+        return await open_gate(temporal_client(request), workflow_id)
+    except DecisionError as err:
+        raise HTTPException(status_code=err.status, detail=str(err)) from None
 
 
 @router.post(
@@ -65,7 +68,7 @@ async def decide_gate(
 ) -> ApprovalDecision:
     """Approve or reject the plan you reviewed (its plan_id), as your token's identity."""
     config = load_config()
-    token = _caller(authorization)
+    token = bearer_token(authorization)
     if kind == "reject" and not body.reason:
         raise HTTPException(status_code=422, detail="a rejection needs a reason")
     try:
@@ -93,7 +96,7 @@ async def end_read_only_hold(
     authorization: Annotated[str, Header()] = "",
 ) -> dict[str, str]:
     """End a read-only run's hold early; its exit plan then waits for approval at the gate."""
-    token = _caller(authorization)
+    token = bearer_token(authorization)
     client = temporal_client(request)
     try:
         result = await end_hold(client, load_config(), token, workflow_id, body.reason)

@@ -7,8 +7,10 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.approval_auth import DecisionKind, identify, mint_for
+from activities import decision_tokens
+from activities.approval_auth import DecisionKind, DecisionRequest, identify
 from activities.config import EngineConfig
+from workers.signing import gate_decision
 from workflows.models import ApprovalDecision, GateView
 from workflows.names import SA_STATUS
 from workflows.read_only import EndHold, ReadOnlyWorkflow
@@ -29,6 +31,13 @@ class RunEndedError(DecisionError):
     def __init__(self, workflow_id: str, status: WorkflowExecutionStatus | None) -> None:
         how = status.name.lower() if status else "ended"
         super().__init__(f"{workflow_id} has ended ({how}), no gate will open on it", 409)
+
+    @classmethod
+    def from_message(cls, message: str) -> RunEndedError:
+        """The same error, as the approval service reported it over HTTP."""
+        err = cls.__new__(cls)
+        DecisionError.__init__(err, message, 409)
+        return err
 
 
 async def pending_gates(client: Client) -> list[GateView]:
@@ -96,13 +105,10 @@ async def decide_as(
             f"plan {plan_id} is no longer the open plan ({gate.plan.plan_id}); review it again",
             409,
         )
-    request = mint_for(config, approver, workflow_id, kind, gate.plan.plan_id, reason)
+    request = gate_decision(config, approver, gate, kind, reason)
     update = RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject
     try:
-        # The update id makes a repeated request (a retry, a double click) one decision.
-        return await handle.execute_update(
-            update, request, id=f"{kind}-{gate.plan.plan_id}-{request.approver}"
-        )
+        return await handle.execute_update(update, request, id=_update_id(request))
     except WorkflowUpdateFailedError as err:
         raise DecisionError(_reason(err), 403) from None
 
@@ -131,3 +137,10 @@ def _reason(err: WorkflowUpdateFailedError) -> str:
     type ("DecisionRefused: decision refused: ...")."""
     cause = err.cause
     return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
+def _update_id(request: DecisionRequest) -> str:
+    """The decision's unique id: a retry of this very request is one Update; a new request
+    (another click) is a new decision the gate judges itself."""
+    claims = decision_tokens.unverified_claims(request.token)
+    return f"decision-{claims.jti}"

@@ -17,47 +17,29 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.approval_auth import AuthenticationFailedError, DecisionKind, identify
-from activities.config import ConfigError, load_config
-from activities.safety import (
-    SAFETY_WORKFLOW_TYPE,
-    PauseRequest,
-    SafetyStatus,
-    safety_workflow_id,
-)
+from activities.approval_auth import AuthenticationFailedError, DecisionKind
+from activities.config import ConfigError
+from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
 from workers.api_client import ApprovalApi
 from workers.approvals import (
     DecisionError,
     RunEndedError,
-    decide,
-    end_hold,
-    open_gate,
-    pending_gates,
 )
 from workers.settings import Settings, connect
-from workflows.models import ApprovalDecision, GateView, RunbookInput, RunReport, RunStatus
+from workflows.models import ApprovalDecision, GateView, RunReport
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
     SA_REQUESTED_BY,
-    SA_RUNBOOK,
     SA_STATUS,
     SA_TARGET,
-    workflow_id_for,
 )
 from workflows.runbook import RunbookWorkflow
 
@@ -182,82 +164,19 @@ def start(
         known = ", ".join(RUNBOOK_WORKFLOW_TYPES)
         raise UserError(f"unknown runbook {runbook!r}; known: {known}")
     parameters = _parameters(param or [])
-    config = load_config()
-    config.target(target)  # unknown target: a clear error before anything starts
-    requested_by = identify(config, _token(token_file))
-    params = RunbookInput(
-        target=target, requested_by=requested_by, dry_run=dry_run, reason=reason,
-        parameters=parameters,
-    )  # fmt: skip
-
-    async def go() -> str:
-        client = await _connect()
-        handle = await client.start_workflow(
-            RUNBOOK_WORKFLOW_TYPES[runbook],
-            params,
-            id=workflow_id_for(runbook, target),
-            task_queue=Settings().task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_RUNBOOK, runbook),
-                    SearchAttributePair(SA_TARGET, target),
-                    SearchAttributePair(SA_REQUESTED_BY, requested_by),
-                    SearchAttributePair(SA_STATUS, RunStatus.DIAGNOSING.value),
-                ]
-            ),
-            static_summary=f"{runbook} on {target}" + (" (dry run)" if dry_run else ""),
-        )
-        return handle.id
-
-    typer.echo(_run(go()))
+    api = ApprovalApi(_api_url(), _token(token_file))
+    result = _run(api.start(runbook, target, parameters, dry_run=dry_run, reason=reason))
+    typer.echo(result.workflow_id)
 
 
-class GateService(Protocol):
-    """Where gates are read and decided: the approval service (REMEDIATE_API_URL) or
-    Temporal itself."""
-
-    async def pending(self) -> list[GateView]: ...
-
-    async def open_gate(self, workflow_id: str) -> GateView | None: ...
-
-    async def decide(
-        self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
-    ) -> ApprovalDecision: ...
-
-    async def end_hold(self, workflow_id: str, reason: str) -> str: ...
+def _api_url() -> str:
+    return Settings().api_url
 
 
-@dataclass(frozen=True)
-class _DirectGates:
-    """Without an approval service, the CLI is one: deciding needs the signing key."""
-
-    client: Client
-    token: str
-
-    async def pending(self) -> list[GateView]:
-        return await pending_gates(self.client)
-
-    async def open_gate(self, workflow_id: str) -> GateView | None:
-        return await open_gate(self.client, workflow_id)
-
-    async def decide(
-        self, workflow_id: str, kind: DecisionKind, reason: str, plan_id: str | None = None
-    ) -> ApprovalDecision:
-        config = load_config()
-        return await decide(self.client, config, self.token, workflow_id, kind, reason, plan_id)
-
-    async def end_hold(self, workflow_id: str, reason: str) -> str:
-        return await end_hold(self.client, load_config(), self.token, workflow_id, reason)
-
-
-async def _gates(token: str) -> GateService:
-    api_url = Settings().api_url
-    if api_url:
-        return ApprovalApi(api_url, token)
-    if token:
-        identify(load_config(), token)  # a bad token fails now, not after waiting for a gate
-    return _DirectGates(await _connect(), token)
+async def _gates(token: str) -> ApprovalApi:
+    """Gates are read and decided through the approval service, as the caller's identity:
+    the CLI never signs anything itself."""
+    return ApprovalApi(_api_url(), token)
 
 
 def _wait_seconds(wait: bool, timeout: int | None) -> int:
@@ -335,7 +254,7 @@ def pending(
         raise typer.Exit(1)
 
 
-async def _gate_of(gates: GateService, workflow_id: str, seconds: int) -> GateView:
+async def _gate_of(gates: ApprovalApi, workflow_id: str, seconds: int) -> GateView:
     """The gate open on WORKFLOW_ID, waiting up to `seconds` for one: a run between two
     gates, or a child run (read_only's) that its parent has yet to start."""
     seen = False
@@ -445,7 +364,11 @@ def end_hold_command(
 
 @app.command()
 def status(workflow_id: str, as_json: JsonFlag = False) -> None:
-    """Steps so far, current state, and the report when done."""
+    """Steps so far, current state, and the report when done (for the safety envelope,
+    `remediation-safety-<task queue>`: the kill switch and who paused or resumed it)."""
+    if workflow_id == safety_workflow_id(Settings().task_queue):
+        _switch_status(workflow_id, as_json)
+        return
 
     async def go(client: Client) -> RunReport:
         handle = client.get_workflow_handle(workflow_id, result_type=RunReport)
@@ -464,6 +387,23 @@ def status(workflow_id: str, as_json: JsonFlag = False) -> None:
     lines = [f"{report.workflow_id}: {report.status.value} - {report.summary}"]
     lines += [f"  {s.at:%H:%M:%S} {s.kind:<22} {s.actor:<14} {s.summary}" for s in report.steps]
     _emit(report.model_dump(mode="json"), as_json, "\n".join(lines))
+
+
+def _switch_status(workflow_id: str, as_json: bool) -> None:
+    async def go(client: Client) -> SafetyStatus:
+        status: SafetyStatus = await client.get_workflow_handle(workflow_id).query(
+            "status", SafetyQuery(target="", runbook=""), result_type=SafetyStatus
+        )
+        return status
+
+    state = _run(_with_client(go))
+    head = (
+        f"{workflow_id}: PAUSED by {state.paused_by}: {state.pause_reason}"
+        if state.paused
+        else f"{workflow_id}: running (not paused)"
+    )
+    lines = [f"  {r.at:%H:%M:%S} {r.kind:<9} {r.by:<14} {r.reason}" for r in state.audit]
+    _emit(state.model_dump(mode="json"), as_json, "\n".join([head, *lines]))
 
 
 @app.command(name="list")
@@ -499,40 +439,24 @@ def list_runs(
     _emit(rows, as_json, text or "no remediations yet")
 
 
-async def _safety(client: Client, update: str, request: PauseRequest) -> SafetyStatus:
-    task_queue = Settings().task_queue
-    handle = await client.start_workflow(
-        SAFETY_WORKFLOW_TYPE,
-        id=safety_workflow_id(task_queue),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    status: SafetyStatus = await handle.execute_update(
-        update, request, result_type=SafetyStatus, rpc_timeout=timedelta(seconds=30)
-    )
-    return status
-
-
 @app.command()
 def pause(
     reason: Annotated[str, typer.Option(help="why; shown to every waiting run")],
     token_file: TokenFile = None,
 ) -> None:
     """Kill switch: no run acts until `remediate resume`; alerts are still taken."""
-    who = identify(load_config(), _token(token_file))
-    _run(_with_client(lambda c: _safety(c, "pause", PauseRequest(by=who, reason=reason))))
-    typer.echo(f"paused by {who}: no remediation will act until `remediate resume`")
+    status = _run(ApprovalApi(_api_url(), _token(token_file)).switch("pause", reason))
+    typer.echo(f"paused by {status.paused_by}: no remediation will act until `remediate resume`")
 
 
 @app.command()
-def resume(token_file: TokenFile = None) -> None:
-    """Release the kill switch (engineering leads only, by default)."""
-    config = load_config()
-    who = identify(config, _token(token_file))
-    group = config.safety.resume_group
-    if group not in config.identities[who].groups:
-        raise UserError(f"{who} is not in {group}, who may resume remediations")
-    _run(_with_client(lambda c: _safety(c, "resume", PauseRequest(by=who))))
+def resume(
+    reason: Annotated[str, typer.Option(help="why it is safe again")] = "",
+    token_file: TokenFile = None,
+) -> None:
+    """Release the kill switch (the `[safety] resume_group`, engineering leads by default)."""
+    status = _run(ApprovalApi(_api_url(), _token(token_file)).switch("resume", reason))
+    who = status.audit[-1].by if status.audit else "you"
     typer.echo(f"resumed by {who}")
 
 

@@ -13,19 +13,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.config import EngineConfig
 from workers.alert_payloads import IncomingAlert
 from workers.routing import route_for
-from workflows.models import AlertSignal, RunbookInput, RunStatus
+from workers.runs import start_run, started
+from workflows.models import AlertSignal, RunbookInput
 from workflows.names import (
-    RUNBOOK_WORKFLOW_TYPES,
-    SA_REQUESTED_BY,
-    SA_RUNBOOK,
-    SA_STATUS,
-    SA_TARGET,
     workflow_id_for,
 )
 from workflows.runbook import RunbookWorkflow
@@ -78,32 +73,21 @@ async def dispatch(
         else:
             outcome = Outcome.RESOLVED_DELIVERED
         return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
-    requested_by = f"alert:{alert.source}"
-    handle = await client.start_workflow(
-        RUNBOOK_WORKFLOW_TYPES[route.runbook],
+    handle = await start_run(
+        client,
+        config,
+        task_queue,
+        route.runbook,
         RunbookInput(
             target=route.target,
-            requested_by=requested_by,
+            requested_by=f"alert:{alert.source}",
             reason=alert.summary or alert.name,
             alert=alert,
             parameters=route.parameters,
             close_gate_on_resolve=route.close_gate_on_resolve,
         ),
-        id=workflow_id,
-        task_queue=task_queue,
-        start_signal="alert_received",
-        start_signal_args=[signal],
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(SA_RUNBOOK, route.runbook),
-                SearchAttributePair(SA_TARGET, route.target),
-                SearchAttributePair(SA_REQUESTED_BY, requested_by),
-                SearchAttributePair(SA_STATUS, RunStatus.DIAGNOSING.value),
-            ]
-        ),
-        static_summary=f"{route.runbook} on {route.target} for {alert.source} alert {alert.name}",
+        summary=f"{route.runbook} on {route.target} for {alert.source} alert {alert.name}",
+        signal=signal,
     )
-    response = getattr(handle, "_start_workflow_response", None)
-    started = bool(getattr(response, "started", False))
-    outcome = Outcome.STARTED if started else Outcome.ATTACHED
+    outcome = Outcome.STARTED if started(handle) else Outcome.ATTACHED
     return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)

@@ -12,6 +12,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel
 from temporalio.client import Client
 
+from activities.approval_auth import AuthenticationFailedError, identify
 from activities.config import SecretRef, load_config
 from activities.secrets.references import resolve_secret
 from workers.metrics import REJECTED
@@ -72,3 +73,18 @@ def check_hmac(
         raise refuse(source, "stale", 401, "missing timestamp or outside the accepted window")
     if not any_signature_matches(secrets, signed, signatures):
         raise refuse(source, "unauthenticated", 401, "missing or wrong signature")
+
+
+def bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(status_code=401, detail="send Authorization: Bearer <your token>")
+    return token.strip()
+
+
+def caller_identity(authorization: str) -> str:
+    """The configured identity whose token the caller sent; 401 otherwise."""
+    try:
+        return identify(load_config(), bearer_token(authorization))
+    except AuthenticationFailedError as err:
+        raise HTTPException(status_code=401, detail=str(err)) from None

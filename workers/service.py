@@ -4,6 +4,8 @@ This module only assembles it; each role's routes are in their own module:
     workers/intake_routes.py    POST /alerts/alertmanager | grafana | pagerduty | generic
     workers/approval_routes.py  GET /approvals, POST /approvals/{workflow_id}/approve|reject,
                                 POST /runs/{workflow_id}/end-hold
+    workers/run_routes.py       POST /runs (start a runbook as the caller)
+    workers/safety_routes.py    POST /safety/pause | resume, GET /safety (the kill switch)
     workers/slack_routes.py     POST /slack/interactions
     workers/health_routes.py    GET /healthz, GET /metrics (metric objects: workers/metrics.py)
 
@@ -22,7 +24,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from activities.config import load_config
-from workers import approval_routes, health_routes, intake_routes, slack_routes
+from workers import (
+    approval_routes,
+    health_routes,
+    intake_routes,
+    run_routes,
+    safety_routes,
+    slack_routes,
+)
 from workers.settings import Settings, connect
 
 
@@ -43,7 +52,8 @@ def create_app() -> FastAPI:
     """The service's app: every router, in the order their routes were always matched, and
     errors as `{"error": "..."}`."""
     app = FastAPI(title="Remediation engine: intake and approvals", lifespan=lifespan)
-    for module in (intake_routes, approval_routes, slack_routes, health_routes):
+    routers = (intake_routes, approval_routes, run_routes, safety_routes, slack_routes)
+    for module in (*routers, health_routes):
         app.include_router(module.router)
     app.exception_handler(HTTPException)(_error_body)
     return app

@@ -17,8 +17,9 @@ class Settings(BaseSettings):
     task_queue: str = TASK_QUEUE
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # Where the CLI finds the approval service; unset, the CLI signs decisions itself.
-    api_url: str | None = None
+    # Where the CLI finds the approval service: it starts, decides and pauses through it
+    # (only the service can sign). The local stack's service listens here.
+    api_url: str = "http://127.0.0.1:8000"
 
 
 async def connect(settings: Settings | None = None) -> Client:

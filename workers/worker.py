@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.approval_auth import authenticate_decision
 from activities.checks import verify_until_stable
@@ -109,12 +110,31 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
 def activities_for(client: Client) -> list[Callable[..., Any]]:
     """Every activity, including those that need the worker's Temporal client."""
     safety = SafetyActivities(client)
-    return [*ACTIVITIES, safety.safety_status, safety.acquire_lease, safety.release_lease]
+    return [
+        *ACTIVITIES,
+        safety.safety_status,
+        safety.acquire_lease,
+        safety.release_lease,
+        safety.safety_policy,
+    ]
+
+
+# Gates and the envelope verify signed decisions inside the workflow sandbox. The signature
+# library is native code that imports its own Python modules when it raises (an invalid
+# signature); through the sandbox's importer that aborts the process, so both libraries are
+# passed through: they are deterministic and hold no state between calls.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt")
+)
 
 
 def build_worker(client: Client, task_queue: str) -> Worker:
     return Worker(
-        client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities_for(client)
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_for(client),
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 

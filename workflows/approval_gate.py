@@ -1,11 +1,17 @@
 """The approval gate: nothing destructive happens until the exact plan is approved.
 
-A gate opens with a plan. Decisions arrive as `approve`/`reject` Updates carrying a decision
-signed by the approval service; the gate authenticates it (an activity that holds the key),
-then checks policy: the plan id is the open plan's, the approver is in the required group and
-is not the requester. Refused attempts are recorded in the audit trail with the claimed
-identity. After `remind_after` the gate escalates; after `abort_after` it closes as timed
-out and the runbook aborts safely.
+An approval means one thing: this person, authenticated, approved this plan, in this run, at
+this gate, just now. Each opening of a gate is a gate instance (numbered within the run).
+Decisions arrive as `approve`/`reject` Updates carrying a token the approval service signed
+(`activities/decision_tokens.py`) and bound to the workflow id, run id, gate instance, plan id
+and kind, with an expiry and an id accepted once. The gate verifies them itself with the
+configured public keys: in the Update validator, so a forged, replayed or misbound decision
+never enters history (the worker logs and counts it), and again in the handler. Authentic
+decisions are then checked against policy (group, four-eyes, a quorum of distinct approvers;
+two when the requester is not authenticated) and every refusal is in the audit trail.
+
+After `remind_after` the gate escalates; after `abort_after` (from the opening) it closes as
+timed out and the runbook aborts safely.
 """
 
 from __future__ import annotations
@@ -14,28 +20,31 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approval_auth import (
-        AuthenticationInput,
-        AuthenticationResult,
-        DecisionKind,
-        DecisionRequest,
-        authenticate_decision,
-    )
+    from activities.approval_auth import DecisionKind, DecisionRequest
+    from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
     from activities.targets import GateSettings
     from workflows.audit import AuditTrail
+    from workflows.legacy_decisions import legacy_decide
     from workflows.models import (
         HARD_BLAST_RADIUS,
         ApprovalDecision,
         DecisionOutcome,
         Plan,
+        RunbookInput,
         RunStatus,
     )
 
 Notifier = Callable[..., Awaitable[None]]
 StatusSetter = Callable[[RunStatus, str], None]
+KeyLoader = Callable[[], Awaitable[GateSettings]]
+
+# Decisions of runs recorded before signed tokens replay through the old path.
+SIGNED_DECISIONS_PATCH = "signed-decisions-v1"
+REFUSALS_METRIC = "remediation_decisions_refused"
 
 DEFAULT_SETTINGS = GateSettings(
     required_group="engineering-leads",
@@ -43,26 +52,33 @@ DEFAULT_SETTINGS = GateSettings(
     remind_after=timedelta(minutes=10),
     abort_after=timedelta(minutes=30),
 )
+KEYS_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ConfigError"])
 
 
 class ApprovalGate:
     def __init__(
         self,
         *,
-        requested_by: str,
+        params: RunbookInput,
         audit: AuditTrail,
         set_status: StatusSetter,
         notify: Notifier,
     ) -> None:
-        self.requested_by = requested_by
+        self.params = params
+        self.requested_by = params.requested_by
         self.settings = DEFAULT_SETTINGS
         self.audit = audit
         self.set_status = set_status
         self.notify = notify
+        self.instance = 0  # gate openings so far in this run
         self.open_plan: Plan | None = None
         self.opened_at: datetime | None = None
         self.decision: ApprovalDecision | None = None
         self.decisions: list[ApprovalDecision] = []
+        self.closed: dict[int, ApprovalDecision] = {}
+        self.approved_by: list[str] = []  # counted approvals of the open gate
+        self.used_tokens: set[str] = set()
+        self.requester_verified: bool | None = None
         self.run_finished = False
         # Set when the alert that started the run resolves and the route closes gates on it.
         self.resolved_by: str | None = None
@@ -71,8 +87,21 @@ class ApprovalGate:
 
     # -- the runbook's side ------------------------------------------------------------
 
+    def configure(self, settings: GateSettings) -> None:
+        """The target's gate policy and keys (from describe_target); decides, once, whether
+        the requester is authenticated."""
+        self.settings = settings
+        if self.requester_verified is None and settings.verify_keys:
+            self.requester_verified = self._verify_requester()
+
+    @property
+    def approvals_required(self) -> int:
+        needed = self.settings.min_approvals
+        return needed if self.requester_verified else max(needed, 2)
+
     async def request(self, plan: Plan, *, dry_run: bool) -> ApprovalDecision:
         """Open the gate for `plan` and return how it closed."""
+        self.instance += 1
         self.audit.record(
             "plan", plan.describe(), plan_id=plan.plan_id, plan=plan.model_dump(mode="json")
         )
@@ -84,13 +113,19 @@ class ApprovalGate:
                 plan, DecisionOutcome.APPROVED, f"policy:{policy}", "within policy limits", policy
             )
         self.open_plan, self.opened_at, self.decision = plan, workflow.now(), None
-        group = self.settings.required_group
+        self.approved_by = []
+        group, needed = self.settings.required_group, self.approvals_required
         self.audit.record(
             "gate_opened",
-            f"awaiting approval from {group} for plan {plan.plan_id}",
+            f"awaiting approval from {group} for plan {plan.plan_id}"
+            + (f" ({needed} distinct approvers)" if needed > 1 else "")
+            + ("" if self.requester_verified else f"; requester {self.requested_by!r} is not "
+               "authenticated (started outside the approval service)"),
             plan_id=plan.plan_id,
             required_group=group,
-        )
+            gate=self.instance,
+            approvals_required=needed,
+        )  # fmt: skip
         self.set_status(
             RunStatus.AWAITING_APPROVAL,
             f"Awaiting {group}: {plan.describe()} (plan {plan.plan_id})",
@@ -141,27 +176,33 @@ class ApprovalGate:
         policy = self.settings.auto_approve
         if policy is None or plan.action not in policy.actions:
             return None
-        if self.auto_approval_blocked is not None:
-            self.audit.record(
-                "auto_approval_declined",
-                f"safety envelope: {self.auto_approval_blocked}; a person must approve",
-                policy=policy.name,
-            )
-            return None
-        impact = plan.expected_impact
-        share = impact.share_of_total if impact.share_of_total is not None else 1.0
-        within = impact.affected <= policy.max_affected and (
-            impact.whole_target or share <= min(policy.max_share, HARD_BLAST_RADIUS)
-        )
-        if not within:
-            self.audit.record(
-                "auto_approval_declined",
-                f"plan exceeds policy {policy.name} limits "
-                f"({impact.affected} affected, {share:.0%}); a person must approve",
-                policy=policy.name,
-            )
+        declined = self._auto_approval_declined(plan, policy.max_affected, policy.max_share)
+        if declined is not None:
+            self.audit.record("auto_approval_declined", declined, policy=policy.name)
             return None
         return policy.name
+
+    def _auto_approval_declined(
+        self, plan: Plan, max_affected: int, max_share: float
+    ) -> str | None:
+        if self.auto_approval_blocked is not None:
+            return f"safety envelope: {self.auto_approval_blocked}; a person must approve"
+        if self.requester_verified is False:
+            return (
+                f"requester {self.requested_by!r} is not authenticated; a run started outside "
+                "the approval service never passes unattended"
+            )
+        impact = plan.expected_impact
+        share = impact.share_of_total if impact.share_of_total is not None else 1.0
+        within = impact.affected <= max_affected and (
+            impact.whole_target or share <= min(max_share, HARD_BLAST_RADIUS)
+        )
+        if not within:
+            return (
+                f"plan exceeds policy limits ({impact.affected} affected, {share:.0%}); "
+                "a person must approve"
+            )
+        return None
 
     def _close(
         self,
@@ -170,6 +211,7 @@ class ApprovalGate:
         decided_by: str,
         reason: str,
         by_policy: str | None = None,
+        approvers: list[str] | None = None,
     ) -> ApprovalDecision:
         decision = ApprovalDecision(
             outcome=outcome,
@@ -178,13 +220,16 @@ class ApprovalGate:
             decided_at=workflow.now(),
             reason=reason,
             by_policy=by_policy,
+            gate=self.instance,
+            approvers=approvers or [],
         )
-        self._record_decision(decision)
+        self.record_decision(decision)
         return decision
 
-    def _record_decision(self, decision: ApprovalDecision) -> None:
+    def record_decision(self, decision: ApprovalDecision) -> None:
         self.decision = decision
         self.decisions.append(decision)
+        self.closed[decision.gate] = decision
         self.open_plan = None
         summary = {
             DecisionOutcome.APPROVED: f"approved by {decision.decided_by}",
@@ -203,84 +248,217 @@ class ApprovalGate:
 
     # -- the Update side ---------------------------------------------------------------
 
-    def validate(self, request: DecisionRequest) -> None:
-        """Cheap structural checks only: everything else is decided (and audited) below."""
+    def validate(self, kind: DecisionKind, request: DecisionRequest) -> None:
+        """Runs before the Update enters history: a decision that is not authentic and bound
+        to this run is refused here, logged and counted, and leaves no trace in the run."""
         if self.run_finished:
             raise ApplicationError("this run has finished; there is no gate to decide")
-        if not request.plan_id or not request.approver:
-            raise ApplicationError("a decision must name the plan_id and the approver")
+        if not self.settings.verify_keys:
+            # A run that started before its keys were known (or before this worker version):
+            # the handler loads them, verifies, and audits a refusal.
+            if not request.token:
+                self._refuse_unrecorded(kind, request, "unsigned decision (no token)", None)
+            return
+        try:
+            self.authentic(kind, request)
+        except TokenRefusedError as err:
+            self._refuse_unrecorded(kind, request, str(err), getattr(err, "claims", None))
+
+    def authentic(self, kind: DecisionKind, request: DecisionRequest) -> DecisionClaims:
+        """The claims of a decision signed by the approval service for this run, this kind and
+        a gate this run has open, has closed, or opens next; TokenRefusedError otherwise."""
+        claims = verify(
+            request.token,
+            self.settings.verify_keys,
+            audience="gate",
+            now=workflow.now(),
+            max_age=timedelta(seconds=self.settings.max_decision_age_seconds),
+        )
+        info = workflow.info()
+
+        def refuse(reason: str) -> TokenRefusedError:
+            err = TokenRefusedError(reason)
+            err.claims = claims  # type: ignore[attr-defined]
+            return err
+
+        if claims.kind != kind:
+            raise refuse(f"a {claims.kind} decision sent as {kind}")
+        if claims.wid != info.workflow_id or claims.rid != info.run_id:
+            raise refuse(
+                f"decision for run {claims.wid}/{claims.rid or '?'}, not this run "
+                f"({info.workflow_id}/{info.run_id})"
+            )
+        if claims.jti in self.used_tokens:
+            raise refuse(f"decision {claims.jti} was already used")
+        opening_next = self.open_plan is None and claims.gate == self.instance + 1
+        if claims.gate < 1 or (claims.gate > self.instance and not opening_next):
+            raise refuse(f"decision for gate {claims.gate}; this run has opened {self.instance}")
+        open_plan = self.open_plan
+        if claims.gate == self.instance and open_plan and claims.plan != open_plan.plan_id:
+            raise refuse(
+                f"plan {claims.plan} is not the open plan {open_plan.plan_id}; read the current "
+                "plan with `remediate pending`"
+            )
+        return claims
 
     async def decide(
-        self, workflow_id: str, kind: DecisionKind, request: DecisionRequest
+        self, kind: DecisionKind, request: DecisionRequest, load_settings: KeyLoader
     ) -> ApprovalDecision:
-        auth = await workflow.execute_activity(
-            authenticate_decision,
-            AuthenticationInput(workflow_id=workflow_id, kind=kind, request=request),
-            start_to_close_timeout=timedelta(seconds=30),
-        )
-        if not auth.authenticated:
-            self._refuse(request, f"not authenticated: {auth.reason}")
-        earlier = self._earlier_decision(request.plan_id)
+        if not workflow.patched(SIGNED_DECISIONS_PATCH):
+            return await legacy_decide(self, kind, request)
+        if not self.settings.verify_keys:
+            self.configure(await load_settings())
+        try:
+            claims = self.authentic(kind, request)
+        except TokenRefusedError as err:
+            self._refuse_recorded(request.approver or "unknown", str(err))
+        self.used_tokens.add(claims.jti)
+        earlier = self.closed.get(claims.gate)
         if earlier is not None:
-            return self._duplicate(kind, auth, earlier)
-        if self.open_plan is None:
-            # An early decision waits for its gate rather than being lost; it applies only if
-            # the plan that opens is exactly the one it names.
-            await workflow.wait_condition(lambda: self.open_plan is not None or self.run_finished)
-            if self.open_plan is None:
-                self._refuse(request, "the run finished before any gate opened")
-        assert self.open_plan is not None
-        if request.plan_id != self.open_plan.plan_id:
-            self._refuse(
-                request,
-                f"plan {request.plan_id} is not the open plan {self.open_plan.plan_id}; "
-                "read the current plan with `remediate pending`",
+            return self._duplicate(kind, claims, earlier)
+        plan = await self._gate_for(claims)
+        self._check_policy(claims)
+        if kind == "reject":
+            return self._close(
+                plan, DecisionOutcome.REJECTED, claims.sub, claims.reason, approvers=[claims.sub]
             )
-        self._check_policy(request, auth)
-        outcome = DecisionOutcome.APPROVED if kind == "approve" else DecisionOutcome.REJECTED
-        return self._close(self.open_plan, outcome, auth.identity, request.reason)
+        return self._count_approval(plan, claims)
 
-    def _earlier_decision(self, plan_id: str) -> ApprovalDecision | None:
-        for decision in reversed(self.decisions):
-            if decision.plan_id == plan_id:
-                return decision
-        return None
+    async def _gate_for(self, claims: DecisionClaims) -> Plan:
+        """The open plan this decision names; an early one waits for the gate instance it
+        names and applies only if that gate opens with the plan it names, while it is fresh."""
+        if self.open_plan is None or claims.gate != self.instance:
+            await workflow.wait_condition(
+                lambda: self.run_finished or self.instance > claims.gate
+                or (self.instance == claims.gate and self.open_plan is not None)
+            )  # fmt: skip
+        plan = self.open_plan
+        if plan is None or claims.gate != self.instance:
+            self._refuse_recorded(claims.sub, f"gate {claims.gate} never opened for it")
+        assert plan is not None
+        if claims.plan != plan.plan_id:
+            self._refuse_recorded(
+                claims.sub, f"plan {claims.plan} is not the plan that opened, {plan.plan_id}"
+            )
+        if workflow.now() >= claims.expires_at:
+            self._refuse_recorded(claims.sub, "decision expired while waiting for its gate")
+        return plan
+
+    def _count_approval(self, plan: Plan, claims: DecisionClaims) -> ApprovalDecision:
+        if claims.sub in self.approved_by:
+            self.audit.record(
+                "decision_duplicate",
+                f"{claims.sub} already approved plan {plan.plan_id}; a quorum needs distinct "
+                "approvers",
+                actor=claims.sub,
+            )
+        else:
+            self.approved_by.append(claims.sub)
+        needed = self.approvals_required
+        if len(self.approved_by) >= needed:
+            approvers = list(self.approved_by)
+            return self._close(
+                plan, DecisionOutcome.APPROVED, ", ".join(approvers), claims.reason,
+                approvers=approvers,
+            )  # fmt: skip
+        self.audit.record(
+            "gate_approval_counted",
+            f"plan {plan.plan_id} approved by {claims.sub}: {len(self.approved_by)} of "
+            f"{needed} approvals",
+            actor=claims.sub,
+            plan_id=plan.plan_id,
+            reason=claims.reason,
+        )
+        return ApprovalDecision(
+            outcome=DecisionOutcome.COUNTED,
+            plan_id=plan.plan_id,
+            decided_by=claims.sub,
+            decided_at=workflow.now(),
+            reason=f"{len(self.approved_by)} of {needed} approvals",
+            gate=self.instance,
+            approvers=list(self.approved_by),
+        )
 
     def _duplicate(
-        self, kind: DecisionKind, auth: AuthenticationResult, earlier: ApprovalDecision
+        self, kind: DecisionKind, claims: DecisionClaims, earlier: ApprovalDecision
     ) -> ApprovalDecision:
         same = (kind == "approve") == (earlier.outcome == DecisionOutcome.APPROVED)
         if same:
             self.audit.record(
                 "decision_duplicate",
-                f"{kind} from {auth.identity} for plan {earlier.plan_id} repeats the decision "
-                "already taken; ignored",
-                actor=auth.identity,
+                f"{kind} from {claims.sub} for plan {earlier.plan_id} (gate {claims.gate}) "
+                "repeats the decision already taken; ignored",
+                actor=claims.sub,
             )
             return earlier
         self.audit.record(
             "decision_refused",
-            f"{kind} from {auth.identity} arrived after plan {earlier.plan_id} was "
-            f"{earlier.outcome.value} by {earlier.decided_by}",
-            actor=auth.identity,
+            f"{kind} from {claims.sub} arrived after plan {earlier.plan_id} (gate "
+            f"{claims.gate}) was {earlier.outcome.value} by {earlier.decided_by}",
+            actor=claims.sub,
         )
         raise ApplicationError(
             f"plan {earlier.plan_id} was already {earlier.outcome.value} by {earlier.decided_by}",
             type="GateAlreadyDecided",
         )
 
-    def _check_policy(self, request: DecisionRequest, auth: AuthenticationResult) -> None:
+    def _check_policy(self, claims: DecisionClaims) -> None:
         group = self.settings.required_group
-        if group not in auth.groups:
-            self._refuse(request, f"{auth.identity} is not in the required group {group}")
-        if self.settings.four_eyes and auth.identity == self.requested_by:
-            self._refuse(request, f"{auth.identity} requested this run and cannot approve it")
+        if group not in claims.groups:
+            self._refuse_recorded(claims.sub, f"{claims.sub} is not in the required group {group}")
+        if self.settings.four_eyes and claims.sub == self.requested_by:
+            self._refuse_recorded(
+                claims.sub, f"{claims.sub} requested this run and cannot approve it"
+            )
 
-    def _refuse(self, request: DecisionRequest, reason: str) -> None:
+    def _verify_requester(self) -> bool:
+        """Whether `requested_by` is who the approval service says started this run."""
+        params, info = self.params, workflow.info()
+        if info.parent is not None:
+            return params.parent_verified
+        try:
+            claims = verify(
+                params.requester_token,
+                self.settings.verify_keys,
+                audience="start",
+                now=info.start_time,
+                max_age=timedelta(seconds=self.settings.start_token_ttl_seconds),
+            )
+        except TokenRefusedError as err:
+            self.audit.record("requester_unverified", f"{params.requested_by!r}: {err}")
+            return False
+        if (claims.sub, claims.wid, claims.input) != (
+            params.requested_by,
+            info.workflow_id,
+            params.input_hash(),
+        ):
+            self.audit.record(
+                "requester_unverified",
+                f"start token for {claims.sub} on {claims.wid} does not match this run's input",
+            )
+            return False
+        return True
+
+    # -- refusals ----------------------------------------------------------------------
+
+    def _refuse_recorded(self, claimed: str, reason: str) -> None:
         self.audit.record(
-            "decision_refused",
-            f"decision from {request.approver!r} refused: {reason}",
-            actor=request.approver,
-            plan_id=request.plan_id,
+            "decision_refused", f"decision from {claimed!r} refused: {reason}", actor=claimed
         )
+        raise ApplicationError(f"decision refused: {reason}", type="DecisionRefused")
+
+    def _refuse_unrecorded(
+        self, kind: str, request: DecisionRequest, reason: str, claims: DecisionClaims | None
+    ) -> None:
+        """A refusal in the validator: nothing reaches the run's history, so the worker logs
+        and counts it (who it claimed to be, which run, why)."""
+        claimed = claims.sub if claims else (request.approver or "unknown")
+        info = workflow.info()
+        workflow.logger.warning(
+            "refused %s decision from %r for %s/%s: %s",
+            kind, claimed, info.workflow_id, info.run_id, reason,
+        )  # fmt: skip
+        workflow.metric_meter().create_counter(
+            REFUSALS_METRIC, "decisions refused before they reached a run's history"
+        ).add(1, {"kind": kind})
         raise ApplicationError(f"decision refused: {reason}", type="DecisionRefused")

@@ -318,6 +318,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 reason=f"backup_restore {info.workflow_id}: {phase} read-only",
                 parameters={"phase": phase, "mode": "postgres"},
                 dry_run=self.params.dry_run,
+                # The child's gates trust the requester as far as this run does.
+                parent_verified=bool(self.gate.requester_verified),
             ),
             id=f"{info.workflow_id}-read-only-{phase}",
         )

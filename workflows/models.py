@@ -65,6 +65,19 @@ class RunbookInput(BaseModel):
     # When the alert that started the run resolves while a gate waits: close the gate and
     # end the run with nothing done (the route decides; manual runs keep waiting).
     close_gate_on_resolve: bool = False
+    # The requester's identity as the approval service signed it (a start token bound to this
+    # input). Without it (a start from the Temporal UI or the raw API) `requested_by` is only
+    # a claim, and the run's destructive gates need two distinct approvers.
+    requester_token: str = ""
+    # Set by a parent runbook for its child: trusted only when the run really is a child
+    # (Temporal sets the parent; a client cannot).
+    parent_verified: bool = False
+
+    def input_hash(self) -> str:
+        """What a start token binds: everything in the input but the token itself."""
+        body = self.model_dump(mode="json", exclude={"requester_token"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ExpectedImpact(BaseModel):
@@ -108,6 +121,8 @@ class Plan(BaseModel):
 
 
 class DecisionOutcome(StrEnum):
+    # One of several approvals a quorum needs: the gate stays open.
+    COUNTED = "counted"
     APPROVED = "approved"
     REJECTED = "rejected"
     TIMED_OUT = "timed_out"
@@ -124,6 +139,10 @@ class ApprovalDecision(BaseModel):
     decided_at: datetime
     reason: str = ""
     by_policy: str | None = None
+    # Which opening of a gate in the run (from 1; 0 in runs recorded before gates counted).
+    gate: int = 0
+    # Every identity whose approval counted (a quorum has several).
+    approvers: list[str] = Field(default_factory=list)
 
     @property
     def approved(self) -> bool:
@@ -156,6 +175,17 @@ class GateView(BaseModel):
     plan: Plan
     opened_at: datetime
     abort_at: datetime
+    # What a decision must be bound to: this run and this opening of its gate.
+    run_id: str = ""
+    gate: int = 0
+    approvals_required: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    requester_verified: bool = True
+
+    def approvals_text(self) -> str:
+        return f"{len(self.approved_by)} of {self.approvals_required} approvals" + (
+            f" ({', '.join(self.approved_by)})" if self.approved_by else ""
+        )
 
 
 class RunReport(BaseModel):

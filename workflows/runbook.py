@@ -24,8 +24,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify.models import Notification
     from activities.notify.send import notify
     from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
-    from activities.targets import DescribeTargetInput, TargetDescription, describe_target
-    from workflows.approval_gate import ApprovalGate
+    from activities.targets import (
+        DescribeTargetInput,
+        GateSettings,
+        TargetDescription,
+        describe_target,
+    )
+    from workflows.approval_gate import KEYS_RETRY, ApprovalGate
     from workflows.audit import AuditTrail
     from workflows.models import (
         AlertSignal,
@@ -60,7 +65,7 @@ class RunbookWorkflow:
         self.lease_held = False
         self.timeline: dict[str, datetime] = {}
         self.gate = ApprovalGate(
-            requested_by=params.requested_by,
+            params=params,
             audit=self.audit,
             set_status=self.set_status,
             notify=self.notify,
@@ -86,23 +91,39 @@ class RunbookWorkflow:
             plan=plan,
             opened_at=opened_at,
             abort_at=abort_at,
+            run_id=workflow.info().run_id,
+            gate=self.gate.instance,
+            approvals_required=self.gate.approvals_required,
+            approved_by=list(self.gate.approved_by),
+            requester_verified=bool(self.gate.requester_verified),
         )
 
     @workflow.update
     async def approve(self, request: DecisionRequest) -> ApprovalDecision:
-        return await self.gate.decide(workflow.info().workflow_id, "approve", request)
+        return await self.gate.decide("approve", request, self._gate_settings)
 
     @approve.validator
     def _validate_approve(self, request: DecisionRequest) -> None:
-        self.gate.validate(request)
+        self.gate.validate("approve", request)
 
     @workflow.update
     async def reject(self, request: DecisionRequest) -> ApprovalDecision:
-        return await self.gate.decide(workflow.info().workflow_id, "reject", request)
+        return await self.gate.decide("reject", request, self._gate_settings)
 
     @reject.validator
     def _validate_reject(self, request: DecisionRequest) -> None:
-        self.gate.validate(request)
+        self.gate.validate("reject", request)
+
+    async def _gate_settings(self) -> GateSettings:
+        """The gate's policy and keys, for a decision that arrives before the run described
+        its target (or in a run started before gates verified decisions themselves)."""
+        target = await workflow.execute_activity(
+            describe_target,
+            DescribeTargetInput(runbook=self.runbook, target=self.params.target),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=KEYS_RETRY,
+        )
+        return target.gate
 
     @workflow.signal
     def alert_received(self, signal: AlertSignal) -> None:
@@ -139,7 +160,7 @@ class RunbookWorkflow:
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=READ_RETRY,
         )
-        self.gate.settings = target.gate
+        self.gate.configure(target.gate)
         return target
 
     def set_status(self, status: RunStatus, summary: str) -> None:

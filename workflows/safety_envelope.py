@@ -4,7 +4,9 @@
   after approval and released when the run ends; a run that died frees it after a TTL).
 - Per target and runbook: a cooldown after each action and an hourly budget. Outside them
   nothing passes a gate unattended: a lead must approve, and is paged.
-- A global kill switch: while paused no run acts; alerts are still taken and recorded.
+- A global kill switch: while paused no run acts; alerts are still taken and recorded. Pause
+  and resume are decisions signed by the approval service (resume: its group only), verified
+  here, and recorded in the envelope's audit with who and why.
 
 Durable in Temporal; it continues as new when its history grows.
 """
@@ -12,22 +14,31 @@ Durable in Temporal; it continues as new when its history grows.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
     from activities.safety import (
         LeaseRelease,
         LeaseRequest,
         LeaseResult,
         PauseRequest,
+        SafetyActivities,
+        SafetyPolicy,
         SafetyQuery,
         SafetyStatus,
+        SwitchRecord,
     )
+    from workflows.approval_gate import KEYS_RETRY, REFUSALS_METRIC
 
 HOUR = timedelta(hours=1)
+AUDIT_KEPT = 100
+SIGNED_SWITCH_PATCH = "signed-kill-switch-v1"
+SwitchKind = Literal["pause", "resume"]
 
 
 class Lease(BaseModel):
@@ -51,6 +62,10 @@ class EnvelopeState(BaseModel):
     pause_reason: str = ""
     leases: dict[str, Lease] = Field(default_factory=dict)
     actions: list[ActionRecord] = Field(default_factory=list)
+    # Who paused and resumed (or tried), newest last; the last AUDIT_KEPT entries.
+    audit: list[SwitchRecord] = Field(default_factory=list)
+    # Ids of signed switch decisions already used, until they expire.
+    used_tokens: dict[str, datetime] = Field(default_factory=dict)
 
 
 @workflow.defn(name="SafetyEnvelopeWorkflow")
@@ -58,6 +73,9 @@ class SafetyEnvelopeWorkflow:
     @workflow.init
     def __init__(self, state: EnvelopeState | None = None) -> None:
         self.state = state or EnvelopeState()
+        # Keys and the resume group come from the worker's config (an activity), never from
+        # the input: whoever could start this workflow could otherwise bring their own keys.
+        self.policy: SafetyPolicy | None = None
 
     @workflow.run
     async def run(self, state: EnvelopeState | None = None) -> None:
@@ -112,17 +130,96 @@ class SafetyEnvelopeWorkflow:
         if lease is not None and lease.holder == release.holder:
             del self.state.leases[release.target]
 
-    @workflow.update
-    def pause(self, request: PauseRequest) -> SafetyStatus:
-        if not request.by:
-            raise ApplicationError("a pause must say who paused")
-        self.state.paused, self.state.paused_by = True, request.by
-        self.state.pause_reason = request.reason
-        return self._status(None)
+    # -- the kill switch: signed decisions, like a gate's ---------------------------------
 
     @workflow.update
-    def resume(self, request: PauseRequest) -> SafetyStatus:
-        self.state.paused, self.state.paused_by, self.state.pause_reason = False, "", ""
+    async def pause(self, request: PauseRequest) -> SafetyStatus:
+        return await self._switch("pause", request)
+
+    @pause.validator
+    def _validate_pause(self, request: PauseRequest) -> None:
+        self._validate("pause", request)
+
+    @workflow.update
+    async def resume(self, request: PauseRequest) -> SafetyStatus:
+        return await self._switch("resume", request)
+
+    @resume.validator
+    def _validate_resume(self, request: PauseRequest) -> None:
+        self._validate("resume", request)
+
+    def _validate(self, kind: SwitchKind, request: PauseRequest) -> None:
+        """Before the Update enters history: unsigned, forged, replayed or unauthorized
+        switches are refused here, logged and counted on the worker."""
+        try:
+            if not request.token:
+                raise TokenRefusedError("unsigned (no token from the approval service)")
+            if self.policy is not None:
+                self._authorized(kind, request)
+        except TokenRefusedError as err:
+            workflow.logger.warning("refused %s of the kill switch: %s", kind, err)
+            workflow.metric_meter().create_counter(
+                REFUSALS_METRIC, "decisions refused before they reached a run's history"
+            ).add(1, {"kind": kind})
+            raise ApplicationError(f"{kind} refused: {err}", type="DecisionRefused") from None
+
+    async def _switch(self, kind: SwitchKind, request: PauseRequest) -> SafetyStatus:
+        if not workflow.patched(SIGNED_SWITCH_PATCH):
+            return self._legacy_switch(kind, request)
+        if self.policy is None:
+            self.policy = await workflow.execute_activity_method(
+                SafetyActivities.safety_policy,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=KEYS_RETRY,
+            )
+        try:
+            claims = self._authorized(kind, request)
+        except TokenRefusedError as err:
+            self._record("refused", request.by or "unknown", f"{kind}: {err}")
+            raise ApplicationError(f"{kind} refused: {err}", type="DecisionRefused") from None
+        self.state.used_tokens[claims.jti] = claims.expires_at
+        if kind == "pause":
+            self.state.paused, self.state.paused_by = True, claims.sub
+            self.state.pause_reason = claims.reason
+        else:
+            self.state.paused, self.state.paused_by, self.state.pause_reason = False, "", ""
+        self._record("paused" if kind == "pause" else "resumed", claims.sub, claims.reason)
+        return self._status(None)
+
+    def _authorized(self, kind: SwitchKind, request: PauseRequest) -> DecisionClaims:
+        assert self.policy is not None
+        claims = verify(
+            request.token,
+            self.policy.verify_keys,
+            audience="safety",
+            now=workflow.now(),
+            max_age=timedelta(seconds=self.policy.max_decision_age_seconds),
+        )
+        if claims.kind != kind or claims.wid != workflow.info().workflow_id:
+            raise TokenRefusedError(f"a {claims.kind} of {claims.wid}, not a {kind} of this switch")
+        if claims.jti in self.state.used_tokens:
+            raise TokenRefusedError(f"decision {claims.jti} was already used")
+        if kind == "resume" and self.policy.resume_group not in claims.groups:
+            raise TokenRefusedError(
+                f"{claims.sub} is not in {self.policy.resume_group}, who may resume remediations"
+            )
+        return claims
+
+    def _record(self, kind: str, by: str, reason: str) -> None:
+        now = workflow.now()
+        self.state.audit = [
+            *self.state.audit[-(AUDIT_KEPT - 1) :],
+            SwitchRecord(at=now, kind=kind, by=by, reason=reason),
+        ]
+        self.state.used_tokens = {j: exp for j, exp in self.state.used_tokens.items() if exp > now}
+
+    def _legacy_switch(self, kind: SwitchKind, request: PauseRequest) -> SafetyStatus:
+        """What envelopes did before switches were signed; only their replays come here."""
+        if kind == "pause":
+            self.state.paused, self.state.paused_by = True, request.by
+            self.state.pause_reason = request.reason
+        else:
+            self.state.paused, self.state.paused_by, self.state.pause_reason = False, "", ""
         return self._status(None)
 
     @workflow.query
@@ -135,6 +232,7 @@ class SafetyEnvelopeWorkflow:
             paused=self.state.paused,
             paused_by=self.state.paused_by,
             pause_reason=self.state.pause_reason,
+            audit=list(self.state.audit),
         )
         if query is None:
             return status
