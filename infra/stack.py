@@ -37,6 +37,7 @@ from infra.demo_config import (
     TEMPORAL_PORT,
     UI_PORT,
     VERCEL_PORT,
+    WORKER_METRICS_PORT,
     demo_secrets,
     service_environment,
     ship,
@@ -160,7 +161,11 @@ class Stack:
         self.wait_for_port(APP_PORT, 30)
         self.wait_for_port(VERCEL_PORT, 30)
         asyncio.run(ship(values["VERCEL_TOKEN"], broken=False))
-        self.spawn("worker", [sys.executable, "-m", "workers.worker"], worker_env)
+        self.spawn(
+            "worker",
+            [sys.executable, "-m", "workers.worker"],
+            worker_env | {"REMEDIATE_WORKER_METRICS_ADDRESS": f"127.0.0.1:{WORKER_METRICS_PORT}"},
+        )
         self.spawn(
             "service",
             [sys.executable, "-m", "workers.service"],

@@ -5,6 +5,7 @@ the decisions themselves are made by `workers.approvals`, shared with the CLI.""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request
@@ -18,6 +19,7 @@ from workers.metrics import DECISIONS, GATES_PENDING
 from workflows.models import ApprovalDecision, GateView
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 class DecisionBody(BaseModel):
@@ -80,6 +82,7 @@ async def decide_gate(
         raise HTTPException(status_code=401, detail=str(err)) from None
     except DecisionError as err:
         DECISIONS.labels(kind, "refused").inc()
+        logger.warning("refused %s of %s: %s", kind, workflow_id, err)
         raise HTTPException(status_code=err.status, detail=str(err)) from None
     DECISIONS.labels(kind, decision.outcome.value).inc()
     return decision

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from workflows.names import TASK_QUEUE
 
@@ -20,12 +21,24 @@ class Settings(BaseSettings):
     # Where the CLI finds the approval service: it starts, decides and pauses through it
     # (only the service can sign). The local stack's service listens here.
     api_url: str = "http://127.0.0.1:8000"
+    # Where the worker serves the Temporal SDK's Prometheus metrics (host:port), among them
+    # `remediation_decisions_refused`; unset, it serves none.
+    worker_metrics_address: str | None = None
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
     settings = settings or Settings()
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A runtime exporting the SDK's metrics for Prometheus, when an address is configured."""
+    if not settings.worker_metrics_address:
+        return None
+    prometheus = PrometheusConfig(bind_address=settings.worker_metrics_address)
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))

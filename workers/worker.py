@@ -51,7 +51,7 @@ from activities.secrets.rotation import (
     test_credential_version,
 )
 from activities.targets import describe_target
-from workers.settings import Settings, connect
+from workers.settings import Settings, connect, metrics_runtime
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.key_rotation import KeyRotationWorkflow
 from workflows.pool_restart import PoolRestartWorkflow
@@ -140,7 +140,7 @@ def build_worker(client: Client, task_queue: str) -> Worker:
 
 async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
-    client = await connect(settings)
+    client = await connect(settings, metrics_runtime(settings))
     worker = build_worker(client, settings.task_queue)
     # On SIGTERM/SIGINT stop polling and let running activities finish (or heartbeat out)
     # instead of dropping them mid-action.

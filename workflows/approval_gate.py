@@ -461,4 +461,6 @@ class ApprovalGate:
         workflow.metric_meter().create_counter(
             REFUSALS_METRIC, "decisions refused before they reached a run's history"
         ).add(1, {"kind": kind})
-        raise ApplicationError(f"decision refused: {reason}", type="DecisionRefused")
+        raise ApplicationError(
+            f"decision refused: {reason}", type="DecisionRefused", non_retryable=True
+        ) from None

@@ -161,7 +161,9 @@ class SafetyEnvelopeWorkflow:
             workflow.metric_meter().create_counter(
                 REFUSALS_METRIC, "decisions refused before they reached a run's history"
             ).add(1, {"kind": kind})
-            raise ApplicationError(f"{kind} refused: {err}", type="DecisionRefused") from None
+            raise ApplicationError(
+                f"{kind} refused: {err}", type="DecisionRefused", non_retryable=True
+            ) from None
 
     async def _switch(self, kind: SwitchKind, request: PauseRequest) -> SafetyStatus:
         if not workflow.patched(SIGNED_SWITCH_PATCH):
