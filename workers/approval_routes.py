@@ -10,11 +10,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
+from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
 from workers.approvals import DecisionError, decide, end_hold, open_gate, pending_gates
-from workers.http_common import ErrorBody, bearer_token, caller_identity, temporal_client
+from workers.http_common import (
+    ErrorBody,
+    bearer_token,
+    caller_identity,
+    temporal_client,
+    temporal_unavailable,
+)
 from workers.metrics import DECISIONS, GATES_PENDING
 from workflows.models import ApprovalDecision, GateView
 
@@ -36,7 +43,10 @@ async def list_approvals(
     request: Request, authorization: Annotated[str, Header()] = ""
 ) -> list[GateView]:
     caller_identity(authorization)
-    gates = await pending_gates(temporal_client(request))
+    try:
+        gates = await pending_gates(temporal_client(request))
+    except RPCError as err:
+        raise temporal_unavailable(err) from None
     GATES_PENDING.set(len(gates))
     return gates
 
@@ -54,6 +64,8 @@ async def run_gate(
         return await open_gate(temporal_client(request), workflow_id)
     except DecisionError as err:
         raise HTTPException(status_code=err.status, detail=str(err)) from None
+    except RPCError as err:
+        raise temporal_unavailable(err) from None
 
 
 @router.post(

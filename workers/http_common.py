@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, identify
 from activities.config import SecretRef, load_config
@@ -88,3 +89,11 @@ def caller_identity(authorization: str) -> str:
         return identify(load_config(), bearer_token(authorization))
     except AuthenticationFailedError as err:
         raise HTTPException(status_code=401, detail=str(err)) from None
+
+
+def temporal_unavailable(err: RPCError) -> HTTPException:
+    """Temporal (or the worker answering a query) did not answer: 503, so a caller retries."""
+    return HTTPException(
+        status_code=503,
+        detail=f"Temporal did not answer ({err.status.name}): is it up, and a worker running?",
+    )
