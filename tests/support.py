@@ -62,7 +62,7 @@ def identities_toml() -> str:
     return "\n".join(blocks)
 
 
-def test_keys() -> tuple[str, str]:
+def session_keys() -> tuple[str, str]:
     """The approval service's key pair for this test session: (private, public), also in the
     environment the config refers to."""
     if SIGNING_KEY_ENV not in os.environ:
@@ -77,7 +77,7 @@ def test_keys() -> tuple[str, str]:
 def approvals_toml(extra: str = "") -> str:
     """The `[approvals]` section: the session's keys by reference, and `extra` settings (which
     may list other verify keys)."""
-    test_keys()
+    session_keys()
     verify = "" if "verify_keys" in extra else f'verify_keys = [{{ env = "{VERIFY_KEY_ENV}" }}]\n'
     return f'\n[approvals]\nsigning_key = {{ env = "{SIGNING_KEY_ENV}" }}\n{verify}{extra}\n'
 
@@ -113,7 +113,7 @@ def mint(
     )
     claims: dict[str, Any] = {**bound, **binding}
     token = decision_tokens.issue(
-        decision_tokens.private_key(key or test_keys()[0]),
+        decision_tokens.private_key(key or session_keys()[0]),
         audience="gate",
         kind=kind,
         subject=who,
@@ -241,7 +241,7 @@ def signed_start(
 ) -> RunbookInput:
     """The input as the approval service starts a run: its requester signed and bound to it."""
     token = decision_tokens.issue(
-        decision_tokens.private_key(test_keys()[0]),
+        decision_tokens.private_key(session_keys()[0]),
         audience="start",
         kind="start",
         subject=params.requested_by,
@@ -280,7 +280,7 @@ def switch(
     from activities.safety import PauseRequest
 
     token = decision_tokens.issue(
-        decision_tokens.private_key(test_keys()[0]),
+        decision_tokens.private_key(session_keys()[0]),
         audience="safety",
         kind=kind,
         subject=who,

@@ -25,7 +25,7 @@ from activities import decision_tokens
 from activities.approval_auth import DecisionRequest
 from tests.fake_system import AUTO, CONFIG
 from tests.security.conftest import Handle, World, accepted_updates
-from tests.support import eventually, mint, test_keys, wait_for_gate, write_config
+from tests.support import eventually, mint, session_keys, wait_for_gate, write_config
 from workflows.models import DecisionOutcome, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -114,7 +114,7 @@ async def test_forged_stale_and_misbound_decisions_never_reach_the_run(world: Wo
 
 
 async def test_a_key_rotated_out_no_longer_signs(world: World, tmp_path: Path) -> None:
-    old_private, old_public = test_keys()
+    old_private, old_public = session_keys()
     new_private = decision_tokens.new_private_key_text()
     new_public = decision_tokens.public_text(decision_tokens.private_key(new_private))
     # While rotating, both keys are listed: a decision signed by the new key is accepted.

@@ -28,7 +28,7 @@ from activities.safety import (
 )
 from infra.demo_config import service_environment, worker_environment
 from tests.security.conftest import World, accepted_updates
-from tests.support import TOKENS, test_keys, wait_for_gate
+from tests.support import TOKENS, session_keys, wait_for_gate
 from workflows.models import DecisionOutcome, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -78,7 +78,7 @@ async def test_the_kill_switch_is_resumed_only_by_a_signed_lead(world: World, se
     )
     # Signed with the real key for someone outside the resume group: still refused.
     alice_resume = decision_tokens.issue(
-        decision_tokens.private_key(test_keys()[0]),
+        decision_tokens.private_key(session_keys()[0]),
         audience="safety", kind="resume", subject="alice", groups=["sre"],
         workflow_id=envelope, now=datetime.now(UTC),
         ttl=timedelta(minutes=5),
@@ -114,7 +114,7 @@ async def test_the_cli_cannot_decide_without_the_service_even_holding_the_key(
         "REMEDIATE_TOKEN": TOKENS["bob"],
         "REMEDIATE_CONFIG": str(world.config),
         # The private key in its environment does not make the CLI a signer.
-        "REMEDIATE_APPROVAL_SIGNING_KEY": test_keys()[0],
+        "REMEDIATE_APPROVAL_SIGNING_KEY": session_keys()[0],
         "REMEDIATE_API_URL": "http://127.0.0.1:9",
         "REMEDIATE_TEMPORAL_ADDRESS": world.client.service_client.config.target_host,
         "REMEDIATE_TASK_QUEUE": world.queue,
