@@ -8,12 +8,19 @@ real config. Used on the time-skipping server (tests/test_gate.py) and the dev s
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.approval_auth import authenticate_decision
 from activities.checks import VerifyInput, VerifyResult
@@ -28,8 +35,13 @@ from activities.postgres.models import (
     TerminateSessionsInput,
     TerminateSessionsResult,
 )
-from activities.safety import SafetyActivities
+from activities.safety import SafetyActivities, SafetyStatus, safety_workflow_id
 from activities.targets import describe_target
+from tests.support import switch
+from workers.worker import WORKFLOW_RUNNER
+from workflows.models import RunReport, RunStatus
+from workflows.pool_restart import PoolRestartWorkflow
+from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 CONFIG = """
 [targets.orders-db]
@@ -138,3 +150,42 @@ class FakeSystem:
             *(safety.safety_status, safety.acquire_lease, safety.release_lease),
             safety.safety_policy,
         ]
+
+
+Handle = WorkflowHandle[PoolRestartWorkflow, RunReport]
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, system: FakeSystem) -> AsyncIterator[str]:
+    queue = f"safety-{uuid.uuid4().hex[:6]}"
+    system.planning_allowed.set()
+    async with Worker(
+        env.client,
+        workflow_runner=WORKFLOW_RUNNER,
+        task_queue=queue,
+        workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
+        activities=system.activities(env.client),  # type: ignore[arg-type]
+        max_cached_workflows=0,
+    ):
+        yield queue
+
+
+async def envelope(
+    env: WorkflowEnvironment, queue: str, update: Literal["pause", "resume"], by: str
+) -> SafetyStatus:
+    handle = await env.client.start_workflow(
+        "SafetyEnvelopeWorkflow",
+        id=safety_workflow_id(queue),
+        task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    status: SafetyStatus = await handle.execute_update(
+        update,
+        switch(by, update, handle.id, "incident review", await env.get_current_time()),
+        result_type=SafetyStatus,
+    )
+    return status
+
+
+async def status_is(handle: Handle, status: RunStatus) -> bool:
+    return (await handle.query(PoolRestartWorkflow.report)).status == status

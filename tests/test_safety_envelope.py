@@ -4,40 +4,14 @@ remediation per target, cooldown and budget that turn auto-approval off."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
 
-from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.safety import SafetyStatus, safety_workflow_id
-from tests.fake_system import AUTO, CONFIG, FakeSystem
-from tests.support import eventually, mint, start_signed, switch, wait_for_gate, write_config
-from workers.worker import WORKFLOW_RUNNER
-from workflows.models import RunbookInput, RunReport, RunStatus
+from tests.fake_system import AUTO, CONFIG, FakeSystem, Handle, envelope, running, status_is
+from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
+from workflows.models import RunbookInput, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
-from workflows.safety_envelope import SafetyEnvelopeWorkflow
-
-Handle = WorkflowHandle[PoolRestartWorkflow, RunReport]
-
-
-@asynccontextmanager
-async def running(env: WorkflowEnvironment, system: FakeSystem) -> AsyncIterator[str]:
-    queue = f"safety-{uuid.uuid4().hex[:6]}"
-    system.planning_allowed.set()
-    async with Worker(
-        env.client,
-        workflow_runner=WORKFLOW_RUNNER,
-        task_queue=queue,
-        workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
-        activities=system.activities(env.client),  # type: ignore[arg-type]
-        max_cached_workflows=0,
-    ):
-        yield queue
 
 
 async def start(env: WorkflowEnvironment, queue: str, requested_by: str = "alice") -> Handle:
@@ -49,27 +23,6 @@ async def start(env: WorkflowEnvironment, queue: str, requested_by: str = "alice
         task_queue=queue,
         now=await env.get_current_time(),
     )
-
-
-async def envelope(
-    env: WorkflowEnvironment, queue: str, update: Literal["pause", "resume"], by: str
-) -> SafetyStatus:
-    handle = await env.client.start_workflow(
-        "SafetyEnvelopeWorkflow",
-        id=safety_workflow_id(queue),
-        task_queue=queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    status: SafetyStatus = await handle.execute_update(
-        update,
-        switch(by, update, handle.id, "incident review", await env.get_current_time()),
-        result_type=SafetyStatus,
-    )
-    return status
-
-
-async def status_is(handle: Handle, status: RunStatus) -> bool:
-    return (await handle.query(PoolRestartWorkflow.report)).status == status
 
 
 async def approve(handle: Handle) -> None:

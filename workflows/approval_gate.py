@@ -44,6 +44,8 @@ KeyLoader = Callable[[], Awaitable[GateSettings]]
 
 # Decisions of runs recorded before signed tokens replay through the old path.
 SIGNED_DECISIONS_PATCH = "signed-decisions-v1"
+# Runs started before a run knew its incident's alerts replay without its checks.
+INCIDENT_PATCH = "incident-identity-v1"
 REFUSALS_METRIC = "remediation_decisions_refused"
 
 DEFAULT_SETTINGS = GateSettings(
@@ -107,6 +109,10 @@ class ApprovalGate:
         )
         if dry_run:
             return self._close(plan, DecisionOutcome.DRY_RUN, "dry-run", f"would {plan.describe()}")
+        if self.resolved_by is not None and workflow.patched(INCIDENT_PATCH):
+            # The incident resolved before the plan was made: neither a person nor a policy
+            # is asked to approve it.
+            return self._resolved(plan)
         policy = self._auto_approval_policy(plan)
         if policy is not None:
             return self._close(

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         TargetDescription,
         describe_target,
     )
-    from workflows.approval_gate import KEYS_RETRY, ApprovalGate
+    from workflows.approval_gate import INCIDENT_PATCH, KEYS_RETRY, ApprovalGate
     from workflows.audit import AuditTrail
     from workflows.models import (
         AlertSignal,
@@ -64,6 +64,8 @@ class RunbookWorkflow:
         self.alerts_attached = 0
         self.lease_held = False
         self.timeline: dict[str, datetime] = {}
+        # The run's incident: fingerprint -> "firing" | "resolved", of the alerts it serves.
+        self.incident: dict[str, str] = {}
         self.gate = ApprovalGate(
             params=params,
             audit=self.audit,
@@ -127,12 +129,25 @@ class RunbookWorkflow:
 
     @workflow.signal
     def alert_received(self, signal: AlertSignal) -> None:
-        """Duplicates of the alert attach here instead of starting another run; its
-        resolution closes a waiting gate where the route says so."""
+        """The run's incident: the alerts (by fingerprint) it serves. Duplicates attach here
+        instead of starting another run. When every alert it serves has resolved, a waiting
+        gate closes and an approved plan stops before acting (where the route says so); a
+        re-fire reopens the question. Another alert's resolution routed here changes nothing."""
         alert = signal.alert
         if signal.status == "firing":
             self.alerts_attached += 1
-            if self.alerts_attached > 1:
+            was = self.incident.get(alert.fingerprint)
+            self.incident[alert.fingerprint] = "firing"
+            if was == "resolved":
+                self.audit.record(
+                    "alert_refired",
+                    f"{alert.source} alert {alert.name or alert.fingerprint} fired again after "
+                    "resolving; the run goes on",
+                    actor=alert.source,
+                    fingerprint=alert.fingerprint,
+                )
+                self.gate.resolved_by = None
+            elif self.alerts_attached > 1:
                 self.audit.record(
                     "alert_duplicate",
                     f"{alert.source} alert {alert.name or alert.fingerprint} fired again; "
@@ -141,13 +156,24 @@ class RunbookWorkflow:
                     fingerprint=alert.fingerprint,
                 )
             return
+        if alert.fingerprint not in self.incident:
+            self.audit.record(
+                "alert_resolved_elsewhere",
+                f"{alert.source} alert {alert.name or alert.fingerprint} resolved; it is not "
+                "one this run serves, so nothing changes",
+                actor=alert.source,
+                fingerprint=alert.fingerprint,
+            )
+            return
+        self.incident[alert.fingerprint] = "resolved"
         self.audit.record(
             "alert_resolved",
             f"{alert.source} alert {alert.name or alert.fingerprint} resolved",
             actor=alert.source,
             fingerprint=alert.fingerprint,
         )
-        if self.params.close_gate_on_resolve and self.gate.resolved_by is None:
+        all_resolved = all(state == "resolved" for state in self.incident.values())
+        if self.params.close_gate_on_resolve and all_resolved and self.gate.resolved_by is None:
             self.gate.resolved_by = f"alert:{alert.source}"
 
     # -- helpers for runbooks ------------------------------------------------------------
@@ -260,9 +286,18 @@ class RunbookWorkflow:
         decision = await self.gate.request(plan, dry_run=False)
         if decision.outcome != DecisionOutcome.APPROVED:
             return decision
-        if await self._acquire_lease(plan):
-            return decision
-        return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
+        if not await self._acquire_lease(plan):
+            return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
+        if self.gate.resolved_by is not None and workflow.patched(INCIDENT_PATCH):
+            # Approved (by a person or a policy), but the incident resolved meanwhile: the
+            # plan no longer answers a live problem, so it is not acted on.
+            self.audit.record(
+                "approved_plan_dropped",
+                f"the run's alerts resolved ({self.gate.resolved_by}) before plan "
+                f"{plan.plan_id} was acted on; nothing was changed",
+            )
+            return decision.model_copy(update={"outcome": DecisionOutcome.RESOLVED})
+        return decision
 
     async def _acquire_lease(self, plan: Plan) -> bool:
         request = LeaseRequest(
