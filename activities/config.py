@@ -219,6 +219,10 @@ class AutoApproveConfig(StrictModel):
     max_affected: int
     max_share: float = 0.5
     targets: list[str] = Field(default_factory=list)
+    # A plan that replaces the target as a whole (a rollback, a restore, read-only mode, a
+    # rotation) or that cannot be undone passes unattended only where the policy says so too.
+    allow_whole_target: bool = False
+    allow_irreversible: bool = False
 
 
 class GateConfig(StrictModel):

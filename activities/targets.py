@@ -39,6 +39,8 @@ class AutoApproveLimits(BaseModel):
     actions: list[str]
     max_affected: int
     max_share: float
+    allow_whole_target: bool = False
+    allow_irreversible: bool = False
 
 
 class GateSettings(BaseModel):
@@ -110,6 +112,8 @@ def gate_settings(
             actions=auto.actions,
             max_affected=auto.max_affected,
             max_share=auto.max_share,
+            allow_whole_target=auto.allow_whole_target,
+            allow_irreversible=auto.allow_irreversible,
         )
     return GateSettings(
         required_group=gate.required_group_by_environment.get(environment, gate.required_group),

@@ -62,6 +62,7 @@ name = "bench"
 actions = ["terminate_idle_sessions"]
 max_affected = 1000
 max_share = 0.5
+allow_irreversible = true
 """
 
 

@@ -63,11 +63,13 @@ min = 1
 name = "bench"
 actions = ["restore_database"]
 max_affected = 10
+allow_whole_target = true
 
 [runbooks.read_only.gate.auto_approve]
 name = "bench"
 actions = ["enter_read_only", "exit_read_only"]
 max_affected = 10
+allow_whole_target = true
 
 [safety]
 cooldown_seconds = 0

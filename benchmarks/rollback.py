@@ -64,6 +64,7 @@ max_error_rate = 0.01
 name = "rollback-to-last-good"
 actions = ["rollback_deployment"]
 max_affected = 1
+allow_whole_target = true
 
 # The benchmark rolls one target back many times an hour, on purpose.
 [safety]

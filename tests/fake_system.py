@@ -67,6 +67,7 @@ name = "small-idle-cleanup"
 actions = ["terminate_idle_sessions"]
 max_affected = 50
 max_share = 0.4
+allow_irreversible = true
 """
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

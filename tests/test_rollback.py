@@ -71,6 +71,7 @@ AUTO = """
 name = "rollback-to-last-good"
 actions = ["rollback_deployment"]
 max_affected = 1
+allow_whole_target = true
 """
 
 

@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionKind, DecisionRequest
     from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
-    from activities.targets import GateSettings
+    from activities.targets import AutoApproveLimits, GateSettings
     from workflows.audit import AuditTrail
     from workflows.legacy_decisions import legacy_decide
     from workflows.models import (
@@ -46,6 +46,8 @@ KeyLoader = Callable[[], Awaitable[GateSettings]]
 SIGNED_DECISIONS_PATCH = "signed-decisions-v1"
 # Runs started before a run knew its incident's alerts replay without its checks.
 INCIDENT_PATCH = "incident-identity-v1"
+# ...and before whole-target and irreversible plans needed the policy's explicit consent.
+BOUNDED_AUTO_APPROVAL_PATCH = "bounded-auto-approval-v1"
 REFUSALS_METRIC = "remediation_decisions_refused"
 
 DEFAULT_SETTINGS = GateSettings(
@@ -183,10 +185,33 @@ class ApprovalGate:
         if policy is None or plan.action not in policy.actions:
             return None
         declined = self._auto_approval_declined(plan, policy.max_affected, policy.max_share)
+        declined = declined or self._beyond_policy_kind(plan, policy)
         if declined is not None:
             self.audit.record("auto_approval_declined", declined, policy=policy.name)
             return None
         return policy.name
+
+    def _beyond_policy_kind(self, plan: Plan, policy: AutoApproveLimits) -> str | None:
+        """A whole-target or irreversible plan passes only a policy that allows that kind."""
+        impact = plan.expected_impact
+        missing = [
+            flag
+            for flag, needed, allowed in (
+                ("allow_whole_target", impact.whole_target, policy.allow_whole_target),
+                ("allow_irreversible", not impact.reversible, policy.allow_irreversible),
+            )
+            if needed and not allowed
+        ]
+        if not missing or not workflow.patched(BOUNDED_AUTO_APPROVAL_PATCH):
+            return None
+        what = " and ".join(
+            w for w, needed in (("replaces the whole target", impact.whole_target),
+                                ("cannot be undone", not impact.reversible)) if needed
+        )  # fmt: skip
+        return (
+            f"the plan {what}; policy {policy.name} passes that only with "
+            f"{' = true, '.join(missing)} = true; a person must approve"
+        )
 
     def _auto_approval_declined(
         self, plan: Plan, max_affected: int, max_share: float

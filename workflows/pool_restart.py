@@ -101,7 +101,10 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 "terminating sessions cannot help",
             )
             return await self._restart(target, "pool exhausted with no stale idle sessions")
-        share = len(idle.sessions) / max(1, usage.total)
+        # Against the database's own connections: on a shared cluster the others are not
+        # this plan's (runs recorded before the engine counted them divide by the cluster's).
+        population = usage.database_total if usage.database_total is not None else usage.total
+        share = len(idle.sessions) / max(1, population)
         plan = Plan(
             runbook=self.runbook,
             action="terminate_idle_sessions",
@@ -113,7 +116,9 @@ class PoolRestartWorkflow(RunbookWorkflow):
             },
             expected_impact=ExpectedImpact(
                 summary=f"terminate {len(idle.sessions)} sessions idle > "
-                f"{config.idle_older_than_seconds}s ({share:.0%} of {usage.total} connections)",
+                f"{config.idle_older_than_seconds}s ({share:.0%} of {population} connections"
+                + (f" to {usage.database}" if usage.database_total is not None else "")
+                + ")",
                 affected=len(idle.sessions),
                 share_of_total=round(share, 4),
             ),

@@ -130,7 +130,11 @@ class ConnectionUsage(BaseModel):
     target: str
     database: str
     max_connections: int
+    # Client connections of the whole cluster (what exhausts max_connections)...
     total: int
+    # ...and of the target's own database (what a plan's share of sessions is measured
+    # against: on a shared cluster the other databases' connections are not its to end).
+    database_total: int | None = None
     usage: float
     by_state: dict[str, int]
     by_user: dict[str, int]

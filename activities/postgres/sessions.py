@@ -52,19 +52,22 @@ async def get_connection_usage(params: TargetInput) -> ConnectionUsage:
         assert head is not None
         cur = await conn.execute(
             """
-            SELECT coalesce(state, 'unknown') AS state, usename, application_name, count(*) AS n
+            SELECT coalesce(state, 'unknown') AS state, usename, application_name,
+                   datname = current_database() AS here, count(*) AS n
             FROM pg_stat_activity
             WHERE backend_type = 'client backend'
-            GROUP BY 1, 2, 3
+            GROUP BY 1, 2, 3, 4
             """
         )
         rows = await cur.fetchall()
     total = sum(int(r["n"]) for r in rows)
+    here = sum(int(r["n"]) for r in rows if r["here"])
     return ConnectionUsage(
         target=params.target,
         database=head["db"],
         max_connections=head["max"],
         total=total,
+        database_total=here,
         usage=round(total / head["max"], 4),
         by_state=_count(rows, "state"),
         by_user=_count(rows, "usename"),
