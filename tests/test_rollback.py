@@ -209,6 +209,34 @@ async def test_already_rolled_back_by_hand_is_not_rolled_back_again(
     assert any("nothing done" in s.summary for s in report.steps if s.kind == "action")
 
 
+async def test_a_hotfix_deployed_while_the_gate_waits_is_not_rolled_back(
+    dev_env: WorkflowEnvironment, web: Web, platform: Platform, tmp_path: Path
+) -> None:
+    """Issue 13, scenario 1: the plan was "rel-004 -> rel-003"; meanwhile a good rel-005 went
+    out and production is healthy. The approved plan is stale: nothing is switched, the run
+    diagnoses again and finds nothing to do."""
+    configure(tmp_path, web, platform)
+    await platform.scenario(history(), current="rel-004", on_switch=f"{web.url}/debug/release")
+    queue = f"rb-{uuid.uuid4().hex[:6]}"
+    async with build_worker(dev_env.client, queue):
+        handle = await start(dev_env, queue)
+
+        async def probe() -> GateView | None:
+            return await handle.query(RollbackWorkflow.pending_gate)
+
+        gate = await eventually(probe, 30)
+        assert gate.plan.parameters["from"]["id"] == platform.id_of("rel-004")
+        hotfix = [*history(), Release.numbered(5, 6)]
+        await platform.scenario(hotfix, current="rel-005", on_switch=f"{web.url}/debug/release")
+        await handle.execute_update(RollbackWorkflow.approve, mint("bob", gate, "approve"))
+        report = await handle.result()
+    assert report.status == RunStatus.NO_ACTION_NEEDED, report.summary
+    assert await platform.rollbacks_requested() == 0
+    assert await platform.serving() == "rel-005"
+    drift = next(s for s in report.steps if s.kind == "plan_drift")
+    assert "production now serves" in drift.summary and "nothing was switched" in drift.summary
+
+
 async def test_a_429_storm_is_waited_out_with_retry_after(
     dev_env: WorkflowEnvironment, web: Web, platform: Platform, tmp_path: Path
 ) -> None:

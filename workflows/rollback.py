@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
@@ -51,6 +51,15 @@ DEPLOY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 DEPLOY_READ_TOTAL = timedelta(minutes=5)
+
+
+# A plan made stale by the world (production switched meanwhile) is re-made this many times
+# at most before the run escalates.
+MAX_REPLANS = 3
+
+
+def _is_drift(err: ActivityError) -> bool:
+    return isinstance(err.cause, ApplicationError) and err.cause.type == "PlanDrift"
 
 
 @workflow.defn(name="RollbackWorkflow")
@@ -116,7 +125,18 @@ class RollbackWorkflow(RunbookWorkflow):
             return await self.not_approved(decision.outcome, plan)
         self.mark("approved")
         self.set_status(RunStatus.ACTING, f"Rolling {target.target} back to {last_good.id}")
-        result = await self._switch(target, last_good, plan.plan_id, "rollback")
+        try:
+            result = await self._switch(
+                target, last_good, plan.plan_id, "rollback", situation.current.id
+            )
+        except ActivityError as err:
+            if not _is_drift(err) or self.replans >= MAX_REPLANS:
+                raise
+            # The world moved since the plan (a hotfix went out): diagnose again from the
+            # start; a new plan needs a new decision.
+            self.replans += 1
+            self.audit.record("plan_drift", f"{err.cause}; diagnosing again")
+            return await self._rollback(target)
         self.audit.record(
             "action",
             f"production already served {last_good.id}; nothing done"
@@ -135,7 +155,9 @@ class RollbackWorkflow(RunbookWorkflow):
             )
         failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
         if self._roll_forward(target):
-            await self._switch(target, situation.current, plan.plan_id, "roll-forward")
+            await self._switch(
+                target, situation.current, plan.plan_id, "roll-forward", last_good.id
+            )
             self.audit.record(
                 "compensation", f"rolled forward to {situation.current.describe()} again"
             )
@@ -169,7 +191,12 @@ class RollbackWorkflow(RunbookWorkflow):
         return situation
 
     async def _switch(
-        self, target: TargetDescription, to: Deployment, plan_id: str, purpose: str
+        self,
+        target: TargetDescription,
+        to: Deployment,
+        plan_id: str,
+        purpose: str,
+        expected_current: str,
     ) -> RollbackResult:
         info = workflow.info()
         deadline = target.rollback.rollback_deadline_seconds
@@ -180,6 +207,7 @@ class RollbackWorkflow(RunbookWorkflow):
                 to=to,
                 idempotency_key=f"{info.workflow_id}/{info.run_id}/{plan_id}/{purpose}",
                 deadline_seconds=deadline,
+                expected_current=expected_current,
             ),
             start_to_close_timeout=timedelta(seconds=deadline + 60),
             schedule_to_close_timeout=timedelta(seconds=deadline) + DEPLOY_READ_TOTAL,

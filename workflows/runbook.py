@@ -66,6 +66,8 @@ class RunbookWorkflow:
         self.timeline: dict[str, datetime] = {}
         # The run's incident: fingerprint -> "firing" | "resolved", of the alerts it serves.
         self.incident: dict[str, str] = {}
+        # Plans re-made because the world moved between plan and act (bounded per runbook).
+        self.replans = 0
         self.gate = ApprovalGate(
             params=params,
             audit=self.audit,

@@ -85,6 +85,9 @@ class RollbackInput(BaseModel):
     to: Deployment
     # The same for every attempt of one approved plan.
     idempotency_key: str
+    # The deployment production served when the plan was made: if it serves another now (a
+    # hotfix went out meanwhile), the plan is stale and nothing is switched.
+    expected_current: str = ""
     deadline_seconds: float = 300.0
     poll_seconds: float = 2.0
 

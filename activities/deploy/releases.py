@@ -107,6 +107,7 @@ async def rollback_deployment(params: RollbackInput) -> RollbackResult:
         if progress.state == "succeeded" and not requested:
             return RollbackResult(already_current=True, progress=progress, elapsed_seconds=0.0)
         if not requested:
+            await _check_still_serving(provider, params)
             await provider.rollback(params.to, params.idempotency_key)
             activity.heartbeat("requested")
         while True:
@@ -134,6 +135,21 @@ async def rollback_deployment(params: RollbackInput) -> RollbackResult:
         progress=progress,
         elapsed_seconds=round(time.monotonic() - started, 2),
     )
+
+
+async def _check_still_serving(provider: DeployProvider, params: RollbackInput) -> None:
+    """The plan's precondition, checked just before switching: production still serves the
+    deployment the plan was made from. Otherwise the plan is stale (non-retryable)."""
+    if not params.expected_current:
+        return
+    current = await provider.current()
+    if current.id not in (params.expected_current, params.to.id):
+        raise ApplicationError(
+            f"production now serves {current.describe()}, not {params.expected_current} that "
+            f"the plan to switch to {params.to.id} was made from; nothing was switched",
+            type="PlanDrift",
+            non_retryable=True,
+        )
 
 
 @activity.defn
