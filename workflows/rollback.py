@@ -155,9 +155,9 @@ class RollbackWorkflow(RunbookWorkflow):
             )
         failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
         if self._roll_forward(target):
-            await self._switch(
-                target, situation.current, plan.plan_id, "roll-forward", last_good.id
-            )
+            # Compensation of our own switch, right after it: no other plan to check against
+            # (on Railway the rolled-back release even runs under a new deployment id).
+            await self._switch(target, situation.current, plan.plan_id, "roll-forward", "")
             self.audit.record(
                 "compensation", f"rolled forward to {situation.current.describe()} again"
             )
