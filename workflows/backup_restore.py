@@ -302,11 +302,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 " Writes come back through the read-only exit gate: remediate start read_only "
                 f"--target {self.params.target} --param phase=exit --param mode=postgres"
             )
-        self.audit.record("cancel_cleanup", summary)
-        await self.notify("backup_restore_cancelled", "page" if self.read_only else "warning",
-                          summary)  # fmt: skip
-        await self.release_lease()
-        self.set_status(RunStatus.CANCELLED, summary)
+        await self.cancelled(summary, "page" if self.read_only else "warning")
 
     async def _read_only(self, phase: str, target: TargetDescription) -> RunReport:
         info = workflow.info()

@@ -151,7 +151,4 @@ class KeyRotationWorkflow(RotateFlow, CompromisedFlow):
             except (ActivityError, StepFailed) as err:
                 cause = err.cause if isinstance(err, ActivityError) else err
                 summary = f"cancelled, and undoing the rotation FAILED ({cause}): check {state.arn}"
-        self.audit.record("cancel_cleanup", summary)
-        await self.notify("key_rotation_cancelled", "page", summary)
-        await self.release_lease()
-        self.set_status(RunStatus.CANCELLED, summary)
+        await self.cancelled(summary)

@@ -9,6 +9,7 @@ verify; escalate if that fails too. MongoDB: diagnose with serverStatus, remedia
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -62,7 +63,12 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 f"target {params.target!r} is a {target.kind} target; pool_restart needs "
                 "a postgres or mongodb target",
             )
+        except asyncio.CancelledError as err:
+            await self.cancel_path(err)
+            raise
         except ActivityError as err:
+            if await self.cancel_path(err):
+                raise
             return await self.step_failed(err, "step failed, nothing further was done")
 
     async def _postgres(self, target: TargetDescription) -> RunReport:

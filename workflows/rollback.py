@@ -14,6 +14,7 @@ Down": verify it is really down, then `vercel rollback` / Railway redeploy of th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -78,7 +79,12 @@ class RollbackWorkflow(RunbookWorkflow):
                     f"bad input: target {target.target!r} has no [deploy] provider to roll back",
                 )
             return await self._rollback(target)
+        except asyncio.CancelledError as err:
+            await self.cancel_path(err)
+            raise
         except ActivityError as err:
+            if await self.cancel_path(err):
+                raise
             return await self.step_failed(err, "rollback step failed")
 
     async def _rollback(self, target: TargetDescription) -> RunReport:

@@ -10,7 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.approval_auth import DecisionRequest
@@ -44,6 +49,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
     from workflows.policies import NOTIFY_RETRY, READ_RETRY
+
+
+# Runs cancelled before pool_restart and rollback cleaned up after a cancel replay without it.
+CANCEL_PATCH = "cancel-cleanup-v1"
 
 
 class BadInputError(Exception):
@@ -237,6 +246,8 @@ class RunbookWorkflow:
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise  # the run is being cancelled: that is not a notification failure
             self.audit.record(
                 "notification_failed", f"{event} ({severity}) could not be sent: {err.cause}"
             )
@@ -377,8 +388,29 @@ class RunbookWorkflow:
                 retry_policy=READ_RETRY,
             )
             self.lease_held = False
-        except ActivityError:
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             self.audit.record("safety_release_failed", "lease not released; it will expire")
+
+    async def cancelled(self, summary: str, severity: str = "page") -> None:
+        """The end of a run cancelled mid-way: say what state it left, page, let the target go.
+        The caller re-raises the cancellation afterwards."""
+        self.audit.record("cancel_cleanup", summary)
+        await self.notify(f"{self.runbook}_cancelled", severity, summary)
+        await self.release_lease()
+        self.set_status(RunStatus.CANCELLED, summary)
+
+    async def cancel_path(self, err: BaseException) -> bool:
+        """For runbooks whose acts need no undoing: if `err` is this run's cancellation, clean
+        up (`cancelled`) and return True, for the caller to re-raise it."""
+        if not is_cancelled_exception(err) or not workflow.patched(CANCEL_PATCH):
+            return False
+        await self.cancelled(
+            f"cancelled while {self.status.value} ({self.summary}); what was done stays done, "
+            "nothing further is; the target's lease is released"
+        )
+        return True
 
     async def finish(self, status: RunStatus, summary: str) -> RunReport:
         await self.release_lease()
