@@ -1,7 +1,8 @@
 """A cancelled run stops, says what state it left, pages, and lets its target go (issue:
 never act on a stale plan, scenario 7: pool_restart and rollback had no cancel path, the
-lease stayed held until its TTL and nobody was paged). Time-skipping server, the real gate
-and envelope, fake target activities."""
+lease stayed held until its TTL and nobody was paged). A dev server (a cancelled activity
+that does not heartbeat would stall the time-skipping server's clock for later tests), the
+real gate and envelope, fake target activities."""
 
 from __future__ import annotations
 
@@ -20,23 +21,23 @@ from workflows.pool_restart import PoolRestartWorkflow
 
 
 async def test_a_cancelled_pool_restart_releases_its_lease_and_pages(
-    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     write_config(tmp_path, CONFIG.format(auto=""))
     system = FakeSystem()  # verification blocks: the run is cancelled while it holds the lease
-    async with running(time_skipping_env, system) as queue:
+    async with running(dev_env, system) as queue:
         handle = await start_signed(
-            time_skipping_env.client,
+            dev_env.client,
             PoolRestartWorkflow.run,
             RunbookInput(target="orders-db", requested_by="alice"),
             id=f"cancel-{queue}",
             task_queue=queue,
-            now=await time_skipping_env.get_current_time(),
+            now=await dev_env.get_current_time(),
         )
         gate = await wait_for_gate(handle)
         await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
         await eventually(lambda: status_is(handle, RunStatus.VERIFYING))
-        envelope = time_skipping_env.client.get_workflow_handle(safety_workflow_id(queue))
+        envelope = dev_env.client.get_workflow_handle(safety_workflow_id(queue))
         query = SafetyQuery(target="orders-db", runbook="pool_restart", limits=SafetyLimits())
         held = await envelope.query("status", query, result_type=SafetyStatus)
         assert held.holder == handle.id
@@ -44,6 +45,7 @@ async def test_a_cancelled_pool_restart_releases_its_lease_and_pages(
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
+        system.verifying_allowed.set()  # the fake verification does not heartbeat: let it end
         report = await handle.query(PoolRestartWorkflow.report)
         released = await envelope.query("status", query, result_type=SafetyStatus)
     assert report.status == RunStatus.CANCELLED
