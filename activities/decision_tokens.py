@@ -17,7 +17,7 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -77,36 +77,42 @@ class DecisionClaims(BaseModel):
 
 def private_key(text: str) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM (PKCS#8) or base64 of its 32-byte seed."""
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_private_key(text.encode(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ValueError("not an Ed25519 key")
-            return key
-        return Ed25519PrivateKey.from_private_bytes(_b64decode(text))
-    except ValueError as err:
-        raise ValueError(
-            "the approval signing key must be an Ed25519 private key: PEM (PKCS#8) or base64 of "
-            f"its 32-byte seed ({err})"
-        ) from None
+    key = _load(
+        text,
+        lambda pem: serialization.load_pem_private_key(pem, password=None),
+        Ed25519PrivateKey.from_private_bytes,
+        "the approval signing key must be an Ed25519 private key: PEM (PKCS#8) or base64 of "
+        "its 32-byte seed",
+    )
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
 
 
 def public_key(text: str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or base64 of its 32 bytes."""
+    key = _load(
+        text,
+        serialization.load_pem_public_key,
+        Ed25519PublicKey.from_public_bytes,
+        "an approval verify key must be an Ed25519 public key: PEM or base64 of its 32 bytes",
+    )
+    assert isinstance(key, Ed25519PublicKey)
+    return key
+
+
+def _load(
+    text: str, from_pem: Callable[[bytes], object], from_raw: Callable[[bytes], object], what: str
+) -> object:
     text = text.strip()
     try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode())
-            if not isinstance(key, Ed25519PublicKey):
-                raise ValueError("not an Ed25519 key")
-            return key
-        return Ed25519PublicKey.from_public_bytes(_b64decode(text))
+        key = (
+            from_pem(text.encode()) if text.startswith("-----BEGIN") else from_raw(_b64decode(text))
+        )
+        if not isinstance(key, Ed25519PrivateKey | Ed25519PublicKey):
+            raise ValueError("not an Ed25519 key")
     except ValueError as err:
-        raise ValueError(
-            "an approval verify key must be an Ed25519 public key: PEM or base64 of its 32 "
-            f"bytes ({err})"
-        ) from None
+        raise ValueError(f"{what} ({err})") from None
+    return key
 
 
 def public_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

@@ -116,11 +116,15 @@ async def start(env: WorkflowEnvironment, queue: str, **params: str) -> Handle:
     )
 
 
-async def approve(handle: Handle, who: str = "bob") -> GateView:
+async def open_gate(handle: Handle) -> GateView:
     async def probe() -> GateView | None:
         return await handle.query(RollbackWorkflow.pending_gate)
 
-    gate = await eventually(probe, 30)
+    return await eventually(probe, 30)
+
+
+async def approve(handle: Handle, who: str = "bob") -> GateView:
+    gate = await open_gate(handle)
     await handle.execute_update(RollbackWorkflow.approve, mint(who, gate, "approve"))
     return gate
 
@@ -196,10 +200,7 @@ async def test_already_rolled_back_by_hand_is_not_rolled_back_again(
     async with build_worker(dev_env.client, queue):
         handle = await start(dev_env, queue)
 
-        async def probe() -> GateView | None:
-            return await handle.query(RollbackWorkflow.pending_gate)
-
-        gate = await eventually(probe, 30)
+        gate = await open_gate(handle)
         await platform.roll_back_by_hand(gate.plan.parameters["to"]["id"])  # someone was faster
         before = await platform.rollbacks_requested()
         await handle.execute_update(RollbackWorkflow.approve, mint("bob", gate, "approve"))
@@ -221,10 +222,7 @@ async def test_a_hotfix_deployed_while_the_gate_waits_is_not_rolled_back(
     async with build_worker(dev_env.client, queue):
         handle = await start(dev_env, queue)
 
-        async def probe() -> GateView | None:
-            return await handle.query(RollbackWorkflow.pending_gate)
-
-        gate = await eventually(probe, 30)
+        gate = await open_gate(handle)
         assert gate.plan.parameters["from"]["id"] == platform.id_of("rel-004")
         hotfix = [*history(), Release.numbered(5, 6)]
         await platform.scenario(hotfix, current="rel-005", on_switch=f"{web.url}/debug/release")
