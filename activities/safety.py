@@ -66,16 +66,41 @@ class LeaseRequest(BaseModel):
     holder: str  # the run's workflow id
     plan_id: str
     limits: SafetyLimits = Field(default_factory=SafetyLimits)
+    # Other targets the plan touches (a rotation's consumers): leased with the target, all
+    # or none.
+    also: list[str] = Field(default_factory=list)
 
 
 class LeaseResult(BaseModel):
     granted: bool
     reason: str = ""
+    # How long the lease lasts unless renewed (0 from envelopes that did not say).
+    ttl_seconds: int = 0
 
 
 class LeaseRelease(BaseModel):
     target: str
     holder: str
+    also: list[str] = Field(default_factory=list)
+
+
+class LeaseCheckIn(BaseModel):
+    """A holder renewing its leases, and asking whether it may go on acting."""
+
+    targets: list[str]
+    holder: str
+    runbook: str
+    plan_id: str = ""
+    limits: SafetyLimits = Field(default_factory=SafetyLimits)
+
+
+class CheckInResult(BaseModel):
+    paused: bool
+    # "paused by alice: reason", when paused.
+    reason: str = ""
+    # Targets whose lease expired and another run took meanwhile ("orders-db (run-id)").
+    lost: list[str] = Field(default_factory=list)
+    ttl_seconds: int = 0
 
 
 class PauseRequest(BaseModel):
@@ -127,6 +152,15 @@ class SafetyActivities:
         # Idempotent in the envelope: the same holder asking again keeps its lease.
         result: LeaseResult = await handle.execute_update(
             "acquire", request, result_type=LeaseResult
+        )
+        return result
+
+    @activity.defn
+    async def check_in(self, request: LeaseCheckIn) -> CheckInResult:
+        handle = self.client.get_workflow_handle(await self._handle())
+        request = request.model_copy(update={"limits": _limits()})
+        result: CheckInResult = await handle.execute_update(
+            "check_in", request, result_type=CheckInResult
         )
         return result
 

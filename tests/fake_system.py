@@ -149,7 +149,7 @@ class FakeSystem:
             *(usage, idle, terminate, verify, restart, note),
             *(describe_target, authenticate_decision),
             *(safety.safety_status, safety.acquire_lease, safety.release_lease),
-            safety.safety_policy,
+            *(safety.check_in, safety.safety_policy),
         ]
 
 

@@ -29,7 +29,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.postgres import databases as dbs
 from activities.postgres.backups import snapshot_database
+from activities.postgres.client_tools import Connection
 from activities.postgres.models import SnapshotInput
 from infra.local_postgres import PG_BIN, PostgresServer
 from tests.support import eventually, mint, record_history, start_signed, write_config
@@ -259,6 +261,12 @@ async def test_restores_a_corrupted_database_to_its_backup_and_keeps_a_safety_sn
     if os.environ.get("RECORD_HISTORIES"):
         record_history(RECORDED_ID, recorded)
     assert plan.details["plan"]["parameters"]["backup"].endswith(backup_key)
+    # The plan lists every effect; the drop after verification cannot be undone, so the plan
+    # is not reversible.
+    impact = plan.details["plan"]["expected_impact"]
+    assert [e["undoable"] for e in impact["effects"]] == [True, True, False]
+    assert "DROP DATABASE shop_replaced_" in impact["effects"][2]["what"]
+    assert impact["reversible"] is False
 
 
 async def test_no_backup_before_the_corruption_escalates_without_touching_anything(
@@ -376,3 +384,25 @@ async def test_a_cancelled_restore_drops_its_scratch_database_and_keeps_writes_o
     assert setting is not None and "default_transaction_read_only=on" in setting[0]
     with shop.connect() as conn:
         assert fingerprint(conn) == bad, "the live database was not touched"
+
+
+async def test_a_failed_switch_leaves_the_live_database_accepting_connections(
+    postgres: PostgresServer,
+) -> None:
+    """The renames fail (here: the database to switch in is gone): the live database keeps
+    its name and takes connections again, instead of being left with ALLOW_CONNECTIONS
+    false."""
+    shop = create_shop(postgres, "shopsw", events=10)
+    admin = await dbs.connect(Connection(postgres.dsn()))
+    try:
+        with pytest.raises(psycopg.errors.InvalidCatalogName):
+            await dbs.swap(admin, "shopsw", "shopsw_replaced", "shopsw", "shopsw_restore_gone")
+    finally:
+        await admin.close()
+    with shop.connect("postgres") as conn:
+        row = conn.execute(
+            "SELECT datallowconn FROM pg_database WHERE datname = 'shopsw'"
+        ).fetchone()
+    assert row == (True,)
+    with shop.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (10,)

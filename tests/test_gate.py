@@ -33,7 +33,7 @@ from workflows.models import (
     RunReport,
     RunStatus,
 )
-from workflows.pool_restart import PoolRestartWorkflow
+from workflows.pool_restart import PoolRestartWorkflow, terminate_effect
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
 
@@ -413,6 +413,7 @@ async def _blocked_plan(system: FakeSystem, handle: Handle) -> str:
             f"({share:.0%} of {system.total} connections)",
             affected=len(system.idle_pids),
             share_of_total=round(share, 4),
+            effects=[terminate_effect(len(system.idle_pids), "orders")],
         ),
     )
     return plan.plan_id

@@ -221,6 +221,7 @@ def _gate_text(gate: GateView, details: bool) -> str:
         f"{gate.workflow_id}  plan {gate.plan.plan_id}  needs {gate.required_group}  "
         f"requested by {gate.requested_by}",
         f"    {gate.plan.describe()}",
+        *(f"      - {e.describe()}" for e in gate.plan.expected_impact.effects),
         f"    aborts at {gate.abort_at:%H:%M:%S}",
     ]
     return "\n".join(lines + (_parameter_lines(gate.plan.parameters) if details else []))

@@ -20,6 +20,8 @@ RUN_OUTCOMES = Gauge(
 OUTCOMES = (
     RunStatus.REMEDIATED,
     RunStatus.ESCALATED,
+    RunStatus.STOPPED,
+    RunStatus.CANCELLED,
     RunStatus.ABORTED,
     RunStatus.REJECTED,
     RunStatus.RESOLVED,

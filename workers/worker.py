@@ -115,6 +115,7 @@ def activities_for(client: Client) -> list[Callable[..., Any]]:
         safety.safety_status,
         safety.acquire_lease,
         safety.release_lease,
+        safety.check_in,
         safety.safety_policy,
     ]
 

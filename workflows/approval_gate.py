@@ -146,6 +146,7 @@ class ApprovalGate:
             requested_by=self.requested_by,
             abort_at=self.abort_at(),
             approve_with=f"remediate approve {workflow.info().workflow_id}",
+            effects=[e.describe() for e in plan.expected_impact.effects],
         )
         if self.resolved_by is not None:
             return self._resolved(plan)

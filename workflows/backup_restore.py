@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
+        Effect,
         ExpectedImpact,
         Plan,
         RunbookInput,
@@ -69,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import ACT_RETRY, LONG_TIMEOUT, READ_RETRY, STEP_TIMEOUT
     from workflows.read_only import ReadOnlyWorkflow
     from workflows.runbook import BadInputError, RunbookWorkflow
+    from workflows.target_lease import KillSwitchStop
 
 # Long steps retry after a worker dies (the heartbeat timeout notices) and resume; a step
 # that fails for a reason of its own (a corrupt backup, a name taken) does not retry.
@@ -115,6 +117,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             raise
         except BadInputError as err:
             return await self.finish(RunStatus.ABORTED, f"bad input: {err}")
+        except KillSwitchStop as stop:
+            return await self.stopped(stop, self._state().strip() + self._exit_hint())
         except (ActivityError, ChildWorkflowError) as err:
             if is_cancelled_exception(err):  # cancelled while an activity or child ran
                 await self._clean_up_after_cancel()
@@ -134,11 +138,29 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         return when if when.tzinfo else when.replace(tzinfo=UTC)
 
     def _state(self) -> str:
+        names = self.names
+        still = " THE TARGET IS STILL READ-ONLY." if self.read_only else ""
+        if self.switched and "verified" in self.timeline and names is not None:
+            return (
+                " The live database is the restored one (verified); the replaced one is kept "
+                f"as {names.previous}.{still}"
+            )
         if self.switched:
             return " The live database may be the restored one; the replaced one is kept."
-        if self.read_only:
-            return " THE TARGET IS STILL READ-ONLY."
-        return " Nothing was changed."
+        kept = (
+            f" The live database was not touched; the restored copy is kept as {names.scratch}."
+            if names is not None and "restored" in self.timeline
+            else ""
+        )
+        return kept + still if self.read_only else kept or " Nothing was changed."
+
+    def _exit_hint(self) -> str:
+        if not self.read_only:
+            return ""
+        return (
+            " Writes come back through the read-only exit gate: remediate start read_only "
+            f"--target {self.params.target} --param phase=exit --param mode=postgres"
+        )
 
     async def _restore(
         self, target: TargetDescription, before: datetime | None, name: str | None
@@ -215,6 +237,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             ),
             result=restored.model_dump(mode="json"),
         )
+        self.mark("restored")
         scratch = await self._validate(target, names.scratch, backup.row_counts)
         if not scratch.passed:
             return await self.escalate(
@@ -222,6 +245,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 f"({'; '.join(scratch.problems)}); the live database was not touched."
                 + self._state()
             )
+        await self.guard("switching the restored database in")
         switched = await workflow.execute_activity(
             switch_in_restored,
             SwitchInput(target=target.target, names=names, run=run),
@@ -246,6 +270,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             )
         self.mark("verified")
         if target.backup_restore.drop_previous_after_verify:
+            await self.guard(f"dropping the replaced database {names.previous}")
             await workflow.execute_activity(
                 drop_replaced,
                 DropInput(target=target.target, database=names.previous, run=run),
@@ -297,11 +322,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         except ActivityError as err:
             done.append(f"clean-up FAILED ({err.cause}); look at the databases by hand")
         summary = "cancelled" + "".join(f"; {d}" for d in done) + "." + self._state()
-        if self.read_only:
-            summary += (
-                " Writes come back through the read-only exit gate: remediate start read_only "
-                f"--target {self.params.target} --param phase=exit --param mode=postgres"
-            )
+        summary += self._exit_hint()
         await self.cancelled(summary, "page" if self.read_only else "warning")
 
     async def _read_only(self, phase: str, target: TargetDescription) -> RunReport:
@@ -406,6 +427,32 @@ class BackupRestoreWorkflow(RunbookWorkflow):
     ) -> Plan:
         loss = snapshot.taken_at - backup.taken_at
         expected = backup.row_counts
+        drops = target.backup_restore.drop_previous_after_verify
+        effects = [
+            Effect(
+                what=f"create {names.scratch} and restore {backup.url} into it",
+                undoable=True,
+                undo=f"drop {names.scratch} (done if the run is cancelled)",
+            ),
+            Effect(
+                what=f"end the sessions on {names.live}; rename it {names.previous} and "
+                f"{names.scratch} to {names.live} (one transaction): the last {_span(loss)} "
+                f"of writes leave the live database (kept in {snapshot.url})",
+                undoable=True,
+                undo="switch back (done automatically if verification fails); ended "
+                "sessions reconnect",
+            ),
+        ]
+        if drops:
+            effects.append(
+                Effect(
+                    what=f"after verification, DROP DATABASE {names.previous} WITH (FORCE); "
+                    f"its data stays only in the safety snapshot {snapshot.url}",
+                    undoable=False,
+                )
+            )
+        # Plans of runs recorded before plans listed their effects do not name the drop either.
+        listed = self.effects(*effects)
         return Plan(
             runbook=self.runbook,
             action="restore_database",
@@ -426,6 +473,11 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     f'ALTER DATABASE "{names.live}" RENAME TO "{names.previous}"',
                     f'ALTER DATABASE "{names.scratch}" RENAME TO "{names.live}"',
                     "(both renames in one transaction)",
+                    *(
+                        [f'after verification: DROP DATABASE "{names.previous}" WITH (FORCE)']
+                        if drops and listed
+                        else []
+                    ),
                 ],
             },
             expected_impact=ExpectedImpact(
@@ -436,6 +488,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 affected=len(check.tables),
                 reversible=True,
                 whole_target=True,
+                effects=listed,
             ),
         )
 

@@ -119,6 +119,11 @@ class KeyRotationWorkflow(RotateFlow, CompromisedFlow):
                 raise
             return await self.step_failed(err, "key rotation step failed")
 
+    def lease_also(self) -> list[str]:
+        """The consumers it restarts are leased with the credential."""
+        credential = self.described.credential if self.described else None
+        return [c.name for c in credential.consumers] if credential else []
+
     async def _clean_up_after_cancel(self) -> None:
         """A rotation cancelled before it was verified is undone (the previous version current
         and working, the consumers back on it); a compromised run says what state it left."""

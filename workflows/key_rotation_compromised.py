@@ -12,7 +12,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.secrets.models import CredentialState
     from activities.targets import TargetDescription
     from workflows.key_rotation_steps import CredentialSteps, StepFailed
-    from workflows.models import DecisionOutcome, ExpectedImpact, Plan, RunReport, RunStatus
+    from workflows.models import (
+        DecisionOutcome,
+        Effect,
+        ExpectedImpact,
+        Plan,
+        RunReport,
+        RunStatus,
+    )
 
 
 class CompromisedFlow(CredentialSteps):
@@ -51,6 +58,27 @@ class CompromisedFlow(CredentialSteps):
                 affected=max(1, len(consumers)),
                 reversible=False,
                 whole_target=True,
+                effects=self.effects(
+                    Effect(
+                        what=f"{exposed.principal} (version {exposed.version_id}) is revoked"
+                        + (
+                            f" and its {state.sessions_of_current} open session(s) ended"
+                            if state.sessions_of_current
+                            else ""
+                        ),
+                        undoable=False,
+                    ),
+                    Effect(
+                        what=f"version {self.token} ({state.next_principal}) is issued and "
+                        "becomes AWSCURRENT",
+                        undoable=False,
+                    ),
+                    Effect(
+                        what="restart "
+                        + (", ".join(c.name for c in consumers) or "no consumers configured"),
+                        undoable=False,
+                    ),
+                ),
             ),
         )
         decision = await self.approve_plan(plan)

@@ -6,14 +6,23 @@ verification puts the previous version back (compensation) and escalates.
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.secrets.models import CredentialState
+    from activities.secrets.models import CredentialInput, CredentialState
     from activities.secrets.rotation import inspect_credential, restore_previous_version
     from activities.targets import TargetDescription
     from workflows.key_rotation_steps import CredentialSteps, StepFailed
-    from workflows.models import DecisionOutcome, ExpectedImpact, Plan, RunReport, RunStatus
+    from workflows.models import (
+        DecisionOutcome,
+        Effect,
+        ExpectedImpact,
+        Plan,
+        RunReport,
+        RunStatus,
+    )
+    from workflows.policies import MAX_REPLANS
+    from workflows.target_lease import KillSwitchStop
 
 
 class RotateFlow(CredentialSteps):
@@ -23,10 +32,17 @@ class RotateFlow(CredentialSteps):
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.mark("approved")
+        self.planned_from = state.current.version_id
         try:
             await self._issue(target)
         except StepFailed as failed:
+            if failed.drift and self.replans < MAX_REPLANS:
+                return await self._replan(target, str(failed))
             return await self._put_back(target, state, str(failed), restart=False)
+        try:
+            await self.guard("restarting the consumers")
+        except KillSwitchStop as stop:
+            return await self._stopped_undone(target, state, stop)
         try:
             await self._restart_consumers(target, "rotate")
         except StepFailed as failed:
@@ -81,6 +97,13 @@ class RotateFlow(CredentialSteps):
                 affected=1,
                 reversible=False,
                 whole_target=True,
+                effects=self.effects(
+                    Effect(
+                        what=f"{old.principal} (version {old.version_id}) stops working: "
+                        "anything still using it is refused",
+                        undoable=False,
+                    )
+                ),
             ),
         )
         self.set_status(RunStatus.PLANNING, f"Rotated; asking to revoke {old.principal}")
@@ -120,6 +143,8 @@ class RotateFlow(CredentialSteps):
             if restart:
                 await self._restart_consumers(target, "put-back")
         except (ActivityError, StepFailed) as err:
+            if is_cancelled_exception(err):
+                raise
             cause = err.cause if isinstance(err, ActivityError) else err
             return await self.escalate(
                 f"{why}; putting {state.current.version_id} back failed too ({cause}): "
@@ -128,6 +153,45 @@ class RotateFlow(CredentialSteps):
         return await self.escalate(
             f"{why}; version {state.current.version_id} ({state.current.principal}) is current "
             f"again and works; rotation {self.token} left as a non-current version"
+        )
+
+    async def _replan(self, target: TargetDescription, why: str) -> RunReport:
+        """The secret moved between plan and act (someone rotated it): nothing was done;
+        inspect again, and the new plan needs a new decision."""
+        self.replans += 1
+        self.audit.record("plan_drift", f"{why}; diagnosing again")
+        state = await self.read(inspect_credential, CredentialInput(
+            target=target.target, token=self.token))  # fmt: skip
+        self.audit.record(
+            "diagnosis",
+            f"{state.arn}: current version {state.current.version_id} is "
+            f"{state.current.principal}; this rotation's version {self.token} is "
+            f"{state.token_stage}",
+            state=state.model_dump(mode="json"),
+        )
+        self.state = state
+        return await self._rotate(target, state)
+
+    async def _stopped_undone(
+        self, target: TargetDescription, state: CredentialState, stop: KillSwitchStop
+    ) -> RunReport:
+        """Paused between the switch and the consumers' restart: no consumer moved yet, so
+        undoing the switch (our own change) is what leaves the target consistent."""
+        try:
+            result = await self.act(restore_previous_version, self._input(target))
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            return await self.stopped(
+                stop,
+                f"Undoing the switch FAILED ({err.cause}): version {self.token} is current "
+                f"and no consumer was restarted; {state.arn} needs a person now.",
+            )
+        self.audit.record("compensation", result.detail)
+        return await self.stopped(
+            stop,
+            f"Rotation undone: version {state.current.version_id} ({state.current.principal}) "
+            "is current again; no consumer was restarted.",
         )
 
     def _rotation_plan(self, target: TargetDescription, state: CredentialState) -> Plan:
@@ -177,5 +241,18 @@ class RotateFlow(CredentialSteps):
                 affected=max(1, len(consumers)),
                 reversible=True,
                 whole_target=True,
+                effects=self.effects(
+                    Effect(
+                        what=f"version {self.token} ({state.next_principal}) becomes "
+                        f"AWSCURRENT of {state.arn} and its password is set on the target",
+                        undoable=True,
+                        undo=f"version {state.current.version_id} current again, its password "
+                        "back (done automatically if a step or verification fails)",
+                    ),
+                    Effect(
+                        what=f"restart {names} to pick up the new version",
+                        undoable=False,
+                    ),
+                ),
             ),
         )

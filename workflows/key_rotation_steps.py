@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.secrets.models import (
         AuditInput,
         CredentialInput,
+        CredentialState,
         RevokeInput,
         RevokeResult,
         VersionInput,
@@ -41,12 +42,30 @@ R = TypeVar("R")
 
 
 class StepFailed(Exception):
-    """An acting step failed; the message says which and why (for the escalation)."""
+    """An acting step failed; the message says which and why (for the escalation). `drift`:
+    it refused because the secret moved since the plan (nothing was done)."""
+
+    def __init__(self, message: str, drift: bool = False) -> None:
+        super().__init__(message)
+        self.drift = drift
+
+
+def step_failed(err: ActivityError, message: str) -> StepFailed:
+    """`message` as a StepFailed, unless the run is being cancelled: a cancellation is not a
+    failed step (no putting back, no escalation), so it propagates to the cancel path."""
+    if is_cancelled_exception(err):
+        raise err
+    drift = isinstance(err.cause, ApplicationError) and err.cause.type == "PlanDrift"
+    return StepFailed(f"{message}: {err.cause}", drift=drift)
 
 
 class CredentialSteps(RunbookWorkflow):
     # The rotation's client request token: the id of the version it creates.
     token: str
+    # The current version when the approved plan was made (the acting steps' precondition).
+    planned_from: str = ""
+    # The credential as last inspected.
+    state: CredentialState | None
 
     async def _issue(self, target: TargetDescription) -> None:
         """createSecret, setSecret, testSecret, finishSecret."""
@@ -65,7 +84,7 @@ class CredentialSteps(RunbookWorkflow):
                 test_credential_version, VersionInput(target=target.target, version_id=self.token)
             )
         except ActivityError as err:
-            raise StepFailed(f"issuing version {self.token} failed: {err.cause}") from None
+            raise step_failed(err, f"issuing version {self.token} failed") from None
         self.audit.record(
             "test",
             f"version {self.token} ({tested.principal}) "
@@ -76,7 +95,7 @@ class CredentialSteps(RunbookWorkflow):
         try:
             versions = await self.act(finish_rotation, self._input(target))
         except ActivityError as err:
-            raise StepFailed(f"finishing version {self.token} failed: {err.cause}") from None
+            raise step_failed(err, f"finishing version {self.token} failed") from None
         self.audit.record(
             "action",
             f"AWSCURRENT is version {versions.current} (AWSPREVIOUS {versions.previous})",
@@ -99,9 +118,8 @@ class CredentialSteps(RunbookWorkflow):
                         RestartServiceInput(target=consumer.name, idempotency_key=key),
                     )
             except ActivityError as err:
-                raise StepFailed(
-                    f"restarting consumer {consumer.name} failed: {err.cause}"
-                ) from None
+                raise step_failed(err, f"restarting consumer {consumer.name} failed") from None
+            self.mark("consumers_restarted")
             version = "the previous version" if purpose == "put-back" else "the new version"
             self.audit.record(
                 "action", f"restarted {consumer.name} ({consumer.via}) to pick up {version}"
@@ -133,6 +151,8 @@ class CredentialSteps(RunbookWorkflow):
                 audit_credential, AuditInput(target=target.target, revoked_version=revoked_version)
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             self.audit.record("audit_failed", f"the audit could not run: {err.cause}")
             return
         self.audit.record("audit", "; ".join(audit.findings), warnings=audit.warnings)
@@ -150,7 +170,9 @@ class CredentialSteps(RunbookWorkflow):
         )
 
     def _input(self, target: TargetDescription) -> CredentialInput:
-        return CredentialInput(target=target.target, token=self.token)
+        return CredentialInput(
+            target=target.target, token=self.token, planned_from=self.planned_from
+        )
 
     @staticmethod
     def _checks(target: TargetDescription) -> list[CheckSpec]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 
 class RunStatus(StrEnum):
@@ -32,6 +32,8 @@ class RunStatus(StrEnum):
     RESOLVED = "ResolvedBeforeApproval"
     ABORTED = "Aborted"
     ESCALATED = "Escalated"
+    # The kill switch stopped it at a step boundary; the report says what state it left.
+    STOPPED = "StoppedByKillSwitch"
     CANCELLED = "Cancelled"
 
 
@@ -80,6 +82,17 @@ class RunbookInput(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class Effect(BaseModel):
+    """One thing a plan changes, and whether (and how) it can be put back."""
+
+    what: str
+    undoable: bool
+    undo: str = ""
+
+    def describe(self) -> str:
+        return f"{self.what} ({'undo: ' + self.undo if self.undoable else 'CANNOT be undone'})"
+
+
 class ExpectedImpact(BaseModel):
     """What a plan touches, in numbers a policy can compare against its limits."""
 
@@ -91,6 +104,15 @@ class ExpectedImpact(BaseModel):
     # to take a share of, so a policy judges it by `affected` alone; it still has to name the
     # action. Otherwise an unknown share counts as 100% against the blast-radius limit.
     whole_target: bool = False
+    # Every effect the plan has, in order. When listed, `reversible` is whether all of them
+    # can be undone, whatever the runbook said.
+    effects: list[Effect] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _reversible_only_if_every_effect_is(self) -> ExpectedImpact:
+        if self.effects:
+            self.reversible = all(e.undoable for e in self.effects)
+        return self
 
 
 class Plan(BaseModel):

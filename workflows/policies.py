@@ -16,6 +16,10 @@ READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=
 ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 
+# A plan made stale by the world (it moved between plan and act) is re-made this many times
+# at most before the run escalates; each new plan needs a new decision.
+MAX_REPLANS = 3
+
 # Most steps are one or two API or SQL calls.
 STEP_TIMEOUT = timedelta(minutes=2)
 READ_TIMEOUT = timedelta(seconds=60)

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
+        Effect,
         ExpectedImpact,
         Plan,
         RunbookInput,
@@ -43,6 +44,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.names import POOL_RESTART
     from workflows.policies import ACT_RETRY, READ_RETRY, READ_TIMEOUT, STEP_TIMEOUT
     from workflows.runbook import RunbookWorkflow
+
+
+def terminate_effect(count: int, database: str) -> Effect:
+    return Effect(
+        what=f"terminate {count} idle sessions of {database} (each checked by pid and start "
+        "time first); their clients reconnect",
+        undoable=False,
+    )
 
 
 @workflow.defn(name="PoolRestartWorkflow")
@@ -127,6 +136,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 + ")",
                 affected=len(idle.sessions),
                 share_of_total=round(share, 4),
+                effects=self.effects(terminate_effect(len(idle.sessions), usage.database)),
             ),
         )
         decision = await self.approve_plan(plan)
@@ -194,6 +204,13 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 summary="restart the application to rebuild its connection pool; "
                 "in-flight requests fail once",
                 affected=1,
+                effects=self.effects(
+                    Effect(
+                        what=f"restart {target.target}'s application through its restart hook; "
+                        "in-flight requests fail once",
+                        undoable=False,
+                    )
+                ),
             ),
         )
         decision = await self.approve_plan(plan)

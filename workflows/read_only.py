@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
+        Effect,
         ExpectedImpact,
         Plan,
         RunbookInput,
@@ -299,6 +300,30 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             summary = f"refuse writes on {state.scope} ({self.mode}){ended}"
         else:
             summary = f"accept writes again on {state.scope} ({self.mode})"
+        if enabled:
+            effects = [
+                Effect(
+                    what=f"writes are refused on {state.scope} ({self.mode})",
+                    undoable=True,
+                    undo="the exit phase (its own gate) accepts writes again",
+                )
+            ]
+            if self.mode == "postgres" and state.client_sessions:
+                effects.append(
+                    Effect(
+                        what=f"end {state.client_sessions} client sessions so they reconnect "
+                        "read-only (their open transactions are rolled back)",
+                        undoable=False,
+                    )
+                )
+        else:
+            effects = [
+                Effect(
+                    what=f"writes are accepted again on {state.scope} ({self.mode})",
+                    undoable=True,
+                    undo="enter read-only again",
+                )
+            ]
         return Plan(
             runbook=self.runbook,
             action="enter_read_only" if enabled else "exit_read_only",
@@ -311,5 +336,6 @@ class ReadOnlyWorkflow(RunbookWorkflow):
                 # Writes stop for the whole target; runs started before this knew no such
                 # field (their plan ids must not change on replay).
                 whole_target=workflow.patched("read_only_whole_target"),
+                effects=self.effects(*effects),
             ),
         )

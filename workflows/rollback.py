@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.targets import TargetDescription
     from workflows.models import (
         DecisionOutcome,
+        Effect,
         ExpectedImpact,
         Plan,
         RunbookInput,
@@ -43,8 +44,9 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import ROLLBACK
-    from workflows.policies import READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
     from workflows.runbook import RunbookWorkflow
+    from workflows.target_lease import KillSwitchStop
 
 # Deploy APIs rate-limit: retries wait the vendor's Retry-After (next_retry_delay) and give
 # up after a bounded total (schedule-to-close), then the run escalates.
@@ -52,11 +54,6 @@ DEPLOY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 DEPLOY_READ_TOTAL = timedelta(minutes=5)
-
-
-# A plan made stale by the world (production switched meanwhile) is re-made this many times
-# at most before the run escalates.
-MAX_REPLANS = 3
 
 
 def _is_drift(err: ActivityError) -> bool:
@@ -161,6 +158,14 @@ class RollbackWorkflow(RunbookWorkflow):
             )
         failing = "; ".join(f"{o.check}: {o.observed}" for o in verified.last if not o.passed)
         if self._roll_forward(target):
+            try:
+                await self.guard("rolling forward")
+            except KillSwitchStop as stop:
+                return await self.stopped(
+                    stop,
+                    f"{target.target} is still unhealthy ({failing}) on {last_good.id}; it was "
+                    f"not rolled forward to {situation.current.id}.",
+                )
             # Compensation of our own switch, right after it: no other plan to check against
             # (on Railway the rolled-back release even runs under a new deployment id).
             await self._switch(target, situation.current, plan.plan_id, "roll-forward", "")
@@ -252,6 +257,18 @@ class RollbackWorkflow(RunbookWorkflow):
                 affected=1,
                 reversible=True,
                 whole_target=True,
+                effects=self.effects(
+                    Effect(
+                        what=f"production switches from {current.id} to {to.id}",
+                        undoable=True,
+                        undo=f"promote {current.id} again"
+                        + (
+                            " (done automatically if verification fails)"
+                            if self._roll_forward(target)
+                            else ""
+                        ),
+                    )
+                ),
             ),
         )
 

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.notify.models import Notification
     from activities.notify.send import notify
-    from activities.safety import LeaseRelease, LeaseRequest, SafetyActivities, SafetyQuery
+    from activities.safety import SafetyActivities, SafetyQuery
     from activities.targets import (
         DescribeTargetInput,
         GateSettings,
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         AlertSignal,
         ApprovalDecision,
         DecisionOutcome,
+        Effect,
         GateView,
         Plan,
         RunbookInput,
@@ -49,10 +50,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
     from workflows.policies import NOTIFY_RETRY, READ_RETRY
+    from workflows.target_lease import KillSwitchStop, TargetLease
 
 
 # Runs cancelled before pool_restart and rollback cleaned up after a cancel replay without it.
 CANCEL_PATCH = "cancel-cleanup-v1"
+# Plans of runs recorded before plans listed their effects have none (their ids must not
+# change on replay).
+PLAN_EFFECTS_PATCH = "plan-effects-v1"
 
 
 class BadInputError(Exception):
@@ -71,12 +76,12 @@ class RunbookWorkflow:
         self.report_final: RunReport | None = None
         # The alert that starts a run arrives with it (signal-with-start) and counts as one.
         self.alerts_attached = 0
-        self.lease_held = False
         self.timeline: dict[str, datetime] = {}
         # The run's incident: fingerprint -> "firing" | "resolved", of the alerts it serves.
         self.incident: dict[str, str] = {}
         # Plans re-made because the world moved between plan and act (bounded per runbook).
         self.replans = 0
+        self.lease = TargetLease(params.target, self.runbook, self.audit, self.set_status)
         self.gate = ApprovalGate(
             params=params,
             audit=self.audit,
@@ -200,6 +205,11 @@ class RunbookWorkflow:
         self.gate.configure(target.gate)
         return target
 
+    @staticmethod
+    def effects(*listed: Effect) -> list[Effect]:
+        """A plan's effects, each with whether it can be undone (see PLAN_EFFECTS_PATCH)."""
+        return list(listed) if workflow.patched(PLAN_EFFECTS_PATCH) else []
+
     def set_status(self, status: RunStatus, summary: str) -> None:
         self.status, self.summary = status, summary
         workflow.upsert_search_attributes([SA_STATUS.value_set(status.value)])
@@ -313,34 +323,26 @@ class RunbookWorkflow:
         return decision
 
     async def _acquire_lease(self, plan: Plan) -> bool:
-        request = LeaseRequest(
-            target=self.params.target,
-            runbook=self.runbook,
-            holder=workflow.info().workflow_id,
-            plan_id=plan.plan_id,
+        return await self.lease.acquire(
+            plan.plan_id, self.lease_also(), self.gate.settings.abort_after
         )
-        deadline = workflow.now() + self.gate.settings.abort_after
-        wait, last_reason = timedelta(seconds=2), ""
-        while True:
-            lease = await workflow.execute_activity_method(
-                SafetyActivities.acquire_lease,
-                request,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=READ_RETRY,
-            )
-            if lease.granted:
-                self.lease_held = True
-                return True
-            if lease.reason != last_reason:
-                self.audit.record("safety_wait", f"approved, not acting yet: {lease.reason}")
-                self.set_status(RunStatus.WAITING, f"Approved; waiting: {lease.reason}")
-                last_reason = lease.reason
-            if workflow.now() + wait > deadline:
-                self.audit.record("safety_abort", f"gave up waiting: {lease.reason}")
-                return False
-            # Coarse, growing timers: a long pause adds a few events an hour, not one a poll.
-            await workflow.sleep(wait)
-            wait = min(wait * 2, timedelta(seconds=60))
+
+    def lease_also(self) -> list[str]:
+        """Targets besides the run's own that its plan touches (leased with it)."""
+        return []
+
+    async def guard(self, step: str) -> None:
+        """Before a destructive step that follows another: raises KillSwitchStop when the
+        kill switch is on (or the lease was lost); the caller leaves the target consistent
+        and ends the run with `stopped`."""
+        await self.lease.guard(step)
+
+    async def stopped(self, stop: KillSwitchStop, state: str) -> RunReport:
+        """End a run the kill switch stopped at a step boundary, saying what state it left."""
+        summary = f"stopped by the kill switch before {stop.step} ({stop.reason}). {state}"
+        self.audit.record("kill_switch_stop", summary)
+        await self.notify("kill_switch_stop", "page", summary)
+        return await self.finish(RunStatus.STOPPED, summary)
 
     async def not_approved(self, outcome: DecisionOutcome, plan: Plan) -> RunReport:
         """End the run after a gate closed without approval: nothing was changed."""
@@ -378,20 +380,7 @@ class RunbookWorkflow:
 
     async def release_lease(self) -> None:
         """Let other runbooks act on the target again (finish does this too)."""
-        if not self.lease_held:
-            return
-        try:
-            await workflow.execute_activity_method(
-                SafetyActivities.release_lease,
-                LeaseRelease(target=self.params.target, holder=workflow.info().workflow_id),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=READ_RETRY,
-            )
-            self.lease_held = False
-        except ActivityError as err:
-            if is_cancelled_exception(err):
-                raise
-            self.audit.record("safety_release_failed", "lease not released; it will expire")
+        await self.lease.release()
 
     async def cancelled(self, summary: str, severity: str = "page") -> None:
         """The end of a run cancelled mid-way: say what state it left, page, let the target go.

@@ -23,6 +23,8 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
     from activities.safety import (
+        CheckInResult,
+        LeaseCheckIn,
         LeaseRelease,
         LeaseRequest,
         LeaseResult,
@@ -97,38 +99,77 @@ class SafetyEnvelopeWorkflow:
     def acquire(self, request: LeaseRequest) -> LeaseResult:
         now = self._prune()
         if self.state.paused:
-            reason = f"paused by {self.state.paused_by}: {self.state.pause_reason}".rstrip(": ")
-            return LeaseResult(granted=False, reason=reason)
-        lease = self.state.leases.get(request.target)
-        if lease is not None and lease.holder != request.holder:
-            return LeaseResult(
-                granted=False,
-                reason=f"{request.target} is being remediated by {lease.holder} ({lease.runbook})",
-            )
-        if lease is None:
-            limits = request.limits
-            self.state.leases[request.target] = Lease(
-                holder=request.holder,
-                runbook=request.runbook,
-                plan_id=request.plan_id,
-                acquired_at=now,
-                expires_at=now + timedelta(seconds=limits.lease_ttl_seconds),
-            )
+            return LeaseResult(granted=False, reason=self._paused_reason())
+        ttl = request.limits.lease_ttl_seconds
+        targets = [request.target, *(t for t in request.also if t != request.target)]
+        for target in targets:
+            lease = self.state.leases.get(target)
+            if lease is not None and lease.holder != request.holder:
+                return LeaseResult(
+                    granted=False,
+                    reason=f"{target} is being remediated by {lease.holder} ({lease.runbook})",
+                )
+        if request.target not in self.state.leases:
             self.state.actions.append(
                 ActionRecord(
                     target=request.target,
                     runbook=request.runbook,
                     at=now,
-                    cooldown_until=now + timedelta(seconds=limits.cooldown_seconds),
+                    cooldown_until=now + timedelta(seconds=request.limits.cooldown_seconds),
                 )
             )
-        return LeaseResult(granted=True)
+        for target in targets:
+            self.state.leases.setdefault(
+                target,
+                Lease(
+                    holder=request.holder,
+                    runbook=request.runbook,
+                    plan_id=request.plan_id,
+                    acquired_at=now,
+                    expires_at=now + timedelta(seconds=ttl),
+                ),
+            )
+        return LeaseResult(granted=True, ttl_seconds=ttl)
+
+    @workflow.update
+    def check_in(self, request: LeaseCheckIn) -> CheckInResult:
+        """A holder's leases last another TTL from now (one that expired and nobody took is
+        taken again); the answer says whether the kill switch is on and what was lost."""
+        now = self._prune()
+        ttl = request.limits.lease_ttl_seconds
+        lost: list[str] = []
+        for target in request.targets:
+            lease = self.state.leases.get(target)
+            if lease is not None and lease.holder != request.holder:
+                lost.append(f"{target} ({lease.holder})")
+                continue
+            expires = now + timedelta(seconds=ttl)
+            if lease is None:
+                lease = Lease(
+                    holder=request.holder,
+                    runbook=request.runbook,
+                    plan_id=request.plan_id,
+                    acquired_at=now,
+                    expires_at=expires,
+                )
+            self.state.leases[target] = lease.model_copy(update={"expires_at": expires})
+        paused = self.state.paused
+        return CheckInResult(
+            paused=paused,
+            reason=self._paused_reason() if paused else "",
+            lost=lost,
+            ttl_seconds=ttl,
+        )
+
+    def _paused_reason(self) -> str:
+        return f"paused by {self.state.paused_by}: {self.state.pause_reason}".rstrip(": ")
 
     @workflow.update
     def release(self, release: LeaseRelease) -> None:
-        lease = self.state.leases.get(release.target)
-        if lease is not None and lease.holder == release.holder:
-            del self.state.leases[release.target]
+        for target in [release.target, *release.also]:
+            lease = self.state.leases.get(target)
+            if lease is not None and lease.holder == release.holder:
+                del self.state.leases[target]
 
     # -- the kill switch: signed decisions, like a gate's ---------------------------------
 

@@ -24,10 +24,14 @@ def gate_message(
     context = (
         f"plan `{plan_id}` · requested by {details.get('requested_by', '?')} · `{workflow_id}`"
     )
+    effects = "".join(f"\n• {e}" for e in details.get("effects") or [])
     return {
         "text": f"{header}: {message}",
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{header}\n{message}"}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"{header}\n{message}{effects}"},
+            },
             {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
             {
                 "type": "actions",

@@ -156,26 +156,37 @@ async def end_sessions(admin: Conn, names: list[str]) -> int:
 async def swap(admin: Conn, away: str, to_name: str, into: str, from_name: str) -> int:
     """Atomically: `away` is renamed `to_name` and `from_name` takes the name `into`. Nobody
     may be connected to either, so new connections to `away` are refused first and its
-    sessions (and any on `from_name`) are ended."""
-    await admin.execute(
-        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(away))
-    )
-    ended = await end_sessions(admin, [away, from_name])
-    async with admin.transaction():
-        await admin.execute(
-            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(away), sql.Identifier(to_name)
+    sessions (and any on `from_name`) are ended. If the renames fail, `away` accepts
+    connections again before the error goes on: a failed switch leaves the live database
+    as it was (its ended sessions reconnect)."""
+    await _allow_connections(admin, away, False)
+    try:
+        ended = await end_sessions(admin, [away, from_name])
+        async with admin.transaction():
+            await admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(away), sql.Identifier(to_name)
+                )
             )
-        )
-        await admin.execute(
-            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(from_name), sql.Identifier(into)
+            await admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(from_name), sql.Identifier(into)
+                )
             )
-        )
-    await admin.execute(
-        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(into))
-    )
+    except BaseException:
+        if not admin.closed:
+            await _allow_connections(admin, away, True)
+        raise
+    await _allow_connections(admin, into, True)
     return ended
+
+
+async def _allow_connections(admin: Conn, database: str, allow: bool) -> None:
+    await admin.execute(
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS " + ("true" if allow else "false")).format(
+            sql.Identifier(database)
+        )
+    )
 
 
 async def set_read_only(admin: Conn, database: str, on: bool) -> None:

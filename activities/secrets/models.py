@@ -24,6 +24,9 @@ class CredentialInput(BaseModel):
     target: str
     # The rotation's client request token: the id of the version it creates.
     token: str
+    # The current version the approved plan was made from: acting steps refuse (PlanDrift)
+    # when another is current (someone rotated meanwhile). Empty: not checked.
+    planned_from: str = ""
 
     @field_validator("token")
     @classmethod

@@ -110,10 +110,26 @@ async def inspect_credential(params: CredentialInput) -> CredentialState:
         )
 
 
+async def _as_planned(arn: str, params: CredentialInput) -> None:
+    """The precondition of every acting step: the secret's current version is the one the
+    plan was made from (or this rotation's own, from an earlier attempt)."""
+    if not params.planned_from:
+        return
+    current = (await _sm(protocol.versions, arn)).current
+    if current not in (params.planned_from, params.token):
+        raise ApplicationError(
+            f"{arn}'s current version is {current}, not {params.planned_from} that the "
+            "approved plan was made from: it was rotated meanwhile",
+            type="PlanDrift",
+            non_retryable=True,
+        )
+
+
 @activity.defn
 async def create_pending_version(params: CredentialInput) -> PendingResult:
     async with credential_for(params.target) as (config, credential):
         arn, token = config.secret_arn, params.token
+        await _as_planned(arn, params)
         if await _sm(protocol.pending_exists, arn, token):
             value = await _sm(protocol.value_of, arn, version_id=token)
             return PendingResult(
@@ -130,6 +146,7 @@ async def create_pending_version(params: CredentialInput) -> PendingResult:
 @activity.defn
 async def set_pending_on_target(params: CredentialInput) -> StepResult:
     async with credential_for(params.target) as (config, credential):
+        await _as_planned(config.secret_arn, params)
         value = await _sm(protocol.value_of, config.secret_arn, version_id=params.token)
         return await credential.set_on_target(value)
 
@@ -148,6 +165,7 @@ async def test_credential_version(params: VersionInput) -> CredentialTest:
 @activity.defn
 async def finish_rotation(params: CredentialInput) -> protocol.SecretVersions:
     async with credential_for(params.target) as (config, _):
+        await _as_planned(config.secret_arn, params)
         return await _sm(protocol.finish, config.secret_arn, params.token)  # type: ignore[no-any-return]
 
 
