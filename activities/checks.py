@@ -1,10 +1,10 @@
 """The verification loop: run checks until they pass N times in a row or a deadline passes.
 
 It polls inside one heartbeating activity, so a verification of any length adds a handful of
-events to the workflow history, not one per poll. It heartbeats while each check runs and
-after it, and while it waits between polls, so neither a slow check nor a long interval can
-outlast the heartbeat timeout. Progress (attempts, streak, the deadline)
-rides on the heartbeat, so a retry on another worker keeps the original deadline.
+events to the workflow history, not one per poll. Progress (attempts, streak, the deadline)
+rides on the heartbeat, so a retry on another worker keeps the original deadline. It
+heartbeats while each check runs, after it, and while it waits between polls, so neither a
+slow check nor a long interval can outlast the heartbeat timeout.
 """
 
 from __future__ import annotations
