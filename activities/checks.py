@@ -2,7 +2,9 @@
 
 It polls inside one heartbeating activity, so a verification of any length adds a handful of
 events to the workflow history, not one per poll. Progress (attempts, streak, the deadline)
-rides on the heartbeat, so a retry on another worker keeps the original deadline.
+rides on the heartbeat, so a retry on another worker keeps the original deadline. It
+heartbeats while each check runs, after it, and while it waits between polls, so neither a
+slow check nor a long interval can outlast the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities import heartbeats
 from activities.http.app_flag import check_app_writes
 from activities.http.probes import health_url, probe_url, read_error_rate
 from activities.models import ReadOnlyInput
@@ -24,6 +27,9 @@ from activities.postgres.models import TargetInput
 from activities.postgres.read_only import check_writes
 from activities.postgres.sessions import get_connection_usage
 from activities.secrets.rotation import current_version_works
+
+# The least a check is given, even when the verification's deadline is (nearly) reached.
+MIN_CHECK_SECONDS = 5.0
 
 CheckKind = Literal[
     "pg_usage_below",
@@ -145,6 +151,23 @@ async def _run_check(client: httpx.AsyncClient, check: CheckSpec) -> CheckObserv
     )
 
 
+async def _bounded_check(
+    client: httpx.AsyncClient, check: CheckSpec, seconds_left: float, progress: VerifyProgress
+) -> CheckObservation:
+    """One check, heartbeating while it runs (its own timeouts can be longer than the
+    heartbeat timeout), and given no longer than the verification has left (at least
+    MIN_CHECK_SECONDS): a check that hangs is a failed observation, not a stalled loop."""
+    budget = max(MIN_CHECK_SECONDS, seconds_left)
+    try:
+        return await heartbeats.while_running(
+            asyncio.wait_for(_run_check(client, check), budget), progress.model_dump()
+        )
+    except TimeoutError:
+        return CheckObservation(
+            check=check.describe(), passed=False, observed=f"no answer within {budget:.0f}s"
+        )
+
+
 @activity.defn
 async def verify_until_stable(params: VerifyInput) -> VerifyResult:
     info = activity.info()
@@ -155,7 +178,11 @@ async def verify_until_stable(params: VerifyInput) -> VerifyResult:
     last: list[CheckObservation] = []
     async with httpx.AsyncClient(timeout=5.0) as client:
         while True:
-            last = [await _run_check(client, check) for check in params.checks]
+            last = []
+            for check in params.checks:
+                left = params.deadline_seconds - (time.monotonic() - started)
+                last.append(await _bounded_check(client, check, left, progress))
+                activity.heartbeat(progress.model_dump())
             progress.attempts += 1
             progress.consecutive = progress.consecutive + 1 if all(o.passed for o in last) else 0
             progress.elapsed_before = time.monotonic() - started
@@ -164,7 +191,9 @@ async def verify_until_stable(params: VerifyInput) -> VerifyResult:
                 break
             if progress.elapsed_before + params.interval_seconds > params.deadline_seconds:
                 break
-            await asyncio.sleep(params.interval_seconds)
+            await heartbeats.while_running(
+                asyncio.sleep(params.interval_seconds), progress.model_dump()
+            )
     return VerifyResult(
         passed=progress.consecutive >= params.required_consecutive,
         attempts=progress.attempts,

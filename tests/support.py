@@ -199,6 +199,12 @@ class Sessions:
             ).fetchall()
         return {int(r[0]) for r in rows}
 
+    def leave(self, pids: list[int]) -> None:
+        """These sessions end on their own: their client closes them."""
+        for conn in self.connections:
+            if not conn.closed and conn.info.backend_pid in pids:
+                conn.close()
+
     def close(self) -> None:
         for conn in self.connections:
             conn.close()

@@ -27,13 +27,14 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from activities.postgres import databases as dbs
 from activities.postgres.backups import snapshot_database
 from activities.postgres.client_tools import Connection
-from activities.postgres.models import SnapshotInput
+from activities.postgres.models import Snapshot, SnapshotInput
 from infra.local_postgres import PG_BIN, PostgresServer
+from tests.one_attempt import OneAttemptInput, OneAttemptWorkflow
 from tests.support import eventually, mint, record_history, start_signed, write_config
 from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.backup_restore import BackupRestoreWorkflow
@@ -406,3 +407,59 @@ async def test_a_failed_switch_leaves_the_live_database_accepting_connections(
     assert row == (True,)
     with shop.connect() as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (10,)
+
+
+async def test_a_snapshot_heartbeats_while_a_locked_table_is_counted(
+    dev_env: WorkflowEnvironment, postgres: PostgresServer, aws: str, tmp_path: Path
+) -> None:
+    """Scenario 8 of issue 13: the snapshot counted every table before its first heartbeat.
+    Here a migration holds `orders` locked for three heartbeat timeouts while the snapshot
+    counts it; the one attempt it is given still finishes, with the right counts."""
+    shop = create_shop(postgres, "shop_locked", events=100)
+    configure(tmp_path, shop, aws)
+    with shop.connect() as conn:
+        expected = fingerprint(conn)
+    queue = f"snap-{uuid.uuid4().hex[:6]}"
+    heartbeat_timeout = 1.0
+    worker = Worker(
+        dev_env.client,
+        task_queue=queue,
+        workflows=[OneAttemptWorkflow],
+        activities=[snapshot_database],
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+    async with worker:
+        with shop.connect() as migration, migration.transaction():
+            migration.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            handle = await dev_env.client.start_workflow(
+                OneAttemptWorkflow.run,
+                OneAttemptInput(
+                    activity="snapshot_database",
+                    argument=SnapshotInput(target="shop-db", label="locked").model_dump(),
+                    heartbeat_timeout_seconds=heartbeat_timeout,
+                ),
+                id=f"snapshot-locked-{uuid.uuid4().hex[:6]}",
+                task_queue=queue,
+            )
+
+            async def counting_waits_for_the_lock() -> bool:
+                # From another session: pg_stat_activity holds still inside a transaction.
+                with shop.connect() as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop_locked' "
+                        "AND application_name = 'remediation-engine' "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                return bool(row and row[0])
+
+            await eventually(counting_waits_for_the_lock, seconds=30, every=0.05)
+            await asyncio.sleep(3 * heartbeat_timeout)
+        snapshot = Snapshot.model_validate(await asyncio.wait_for(handle.result(), 60))
+    assert snapshot.row_counts == {f"public.{t}": n for t, (n, _) in expected.items()}
+    history = await handle.fetch_history()
+    started = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert started == [1], "one attempt, never timed out"

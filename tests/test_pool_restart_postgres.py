@@ -15,11 +15,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.postgres.models import TerminateSessionsResult, TerminationProgress
+from infra.local_postgres import PostgresServer
+from tests.slow_link import slow_link
 from tests.support import (
     SIGNING_KEY_ENV,
     DemoApp,
@@ -34,7 +37,10 @@ from tests.support import (
 )
 from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.models import RunbookInput, RunReport, RunStatus
+from workflows.policies import batch_heartbeat_timeout
 from workflows.pool_restart import PoolRestartWorkflow
+
+Handle = WorkflowHandle[Any, RunReport]
 
 DSN_ENV = "ORDERS_DB_DSN_TEST"
 
@@ -163,66 +169,141 @@ async def test_rejection_and_timeout_leave_every_session_alive(
         assert sessions.alive(stale) == set(stale)
 
 
-async def test_worker_killed_mid_termination_resumes_and_terminates_once(
+def attempts_of(history: WorkflowHistory, activity: str) -> list[int]:
+    """The attempt each completed run of `activity` was (a history keeps the last one)."""
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
+    }
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+
+
+async def test_a_batch_pause_longer_than_ten_seconds_completes_on_the_first_attempt(
     dev_env: WorkflowEnvironment,
     orders_db: OrdersDatabase,
     demo_app: DemoApp,
     sessions: Sessions,
     tmp_path: Path,
 ) -> None:
+    """Issue 13, scenario 8: the termination slept its configured pause between heartbeats
+    under a fixed 10 s heartbeat timeout, so a pause over 10 s timed every attempt out."""
+    pause = 11.0
+    configure(tmp_path, orders_db, demo_app, batch=13, pause=pause)
+    stale = sessions.open_idle(26)
+    await asyncio.sleep(2.5)
+    queue = f"pg-pause-{uuid.uuid4().hex[:6]}"
+    async with worker(dev_env, queue):
+        handle = await start(dev_env, queue)
+        gate = await wait_for_gate(handle)
+        await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
+        report = await asyncio.wait_for(handle.result(), 90)
+    assert report.status == RunStatus.REMEDIATED, report.summary
+    assert sessions.alive(stale) == set()
+    history = await handle.fetch_history()
+    assert attempts_of(history, "terminate_sessions") == [1], "never timed out"
+    [scheduled] = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "terminate_sessions"
+    ]
+    assert scheduled.heartbeat_timeout.ToTimedelta() == batch_heartbeat_timeout(pause)
+
+
+async def recorded_progress(env: WorkflowEnvironment, handle: Handle) -> TerminationProgress:
+    """What the server holds from the pending termination's last heartbeat."""
+    description = await handle.describe()
+    [pending] = description.raw_description.pending_activities
+    [details] = await env.client.data_converter.decode(pending.heartbeat_details.payloads)
+    return TerminationProgress.model_validate(details)
+
+
+async def test_sessions_a_killed_worker_terminated_are_reported_as_the_engines(
+    dev_env: WorkflowEnvironment,
+    postgres: PostgresServer,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    sessions: Sessions,
+    tmp_path: Path,
+) -> None:
+    """Issue 13, scenario 10: after a worker died mid-termination, the sessions it had ended
+    but not yet reported were counted as "already gone". The first worker is killed after
+    Postgres ended the second batch and before the engine heard of it (its answers come over
+    a slow link); two sessions of the last batch then close on their own. The retry counts
+    the batch the first attempt recorded as the engine's, and only those two as gone."""
     config = configure(tmp_path, orders_db, demo_app, batch=4, pause=1.0)
     queue = f"pg-kill-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "REMEDIATE_CONFIG": str(config),
-        "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "REMEDIATE_TASK_QUEUE": queue,
-    }
-
-    def spawn_worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "workers.worker"], env=env)
-
-    first = spawn_worker()
+    first: subprocess.Popen[bytes] | None = None
     second: subprocess.Popen[bytes] | None = None
-    try:
-        with sessions.active() as busy:
-            stale = sessions.open_idle(32)
-            await asyncio.sleep(2.5)
-            handle = await start(dev_env, queue)
-            gate = await wait_for_gate(handle, seconds=60)
-            await handle.execute_update(
-                PoolRestartWorkflow.approve,
-                mint("bob", gate, "approve"),
-            )
+    async with slow_link(postgres.host, postgres.port) as link:
+        env = {
+            **os.environ,
+            DSN_ENV: link.dsn(orders_db.admin_dsn),
+            "REMEDIATE_CONFIG": str(config),
+            "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "REMEDIATE_TASK_QUEUE": queue,
+        }
 
-            async def partly_terminated() -> bool:
-                return 0 < len(sessions.alive(stale)) < len(stale) - 4
+        def spawn_worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen([sys.executable, "-m", "workers.worker"], env=env)
 
-            await eventually(partly_terminated, seconds=30, every=0.1)
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-            assert sessions.alive(stale), "the kill must land before the action completed"
-            second = spawn_worker()
-            report = await asyncio.wait_for(handle.result(), timeout=120)
+        try:
+            first = spawn_worker()
+            with sessions.active() as busy:
+                stale = sessions.open_idle(32)
+                await asyncio.sleep(2.5)
+                handle = await start(dev_env, queue)
+                gate = await wait_for_gate(handle, seconds=60)
+                planned = [int(s["pid"]) for s in gate.plan.parameters["sessions"]]
+                assert set(planned) == set(stale)
+                link.delay = 0.4  # Postgres's answers now reach the engine 0.4 s late
+                await handle.execute_update(
+                    PoolRestartWorkflow.approve, mint("bob", gate, "approve")
+                )
 
-            assert report.status == RunStatus.REMEDIATED, report.summary
-            assert sessions.alive(stale) == set()
-            assert sessions.alive([busy]) == {busy}
-            action = next(s for s in report.steps if s.kind == "action")
-            result = action.details["result"]
-            terminated, gone = result["terminated"], result["already_gone"]
-            assert len(terminated) == len(set(terminated))
-            assert set(terminated).isdisjoint(gone)
-            assert set(terminated) | set(gone) == set(stale)
-            history = await handle.fetch_history()
-            attempts = [
-                e.activity_task_started_event_attributes.attempt
-                for e in history.events
-                if e.HasField("activity_task_started_event_attributes")
-            ]
-            assert max(attempts) >= 2, "the termination activity was retried on the new worker"
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
+                async def second_batch_gone() -> bool:
+                    return not sessions.alive(planned[4:8])
+
+                await eventually(second_batch_gone, seconds=60, every=0.02)
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+                recorded = await recorded_progress(dev_env, handle)
+                assert recorded.in_flight == planned[4:8], "recorded before it was terminated"
+                assert sorted(recorded.done.terminated) == sorted(planned[:4])
+                left_on_their_own = planned[-2:]
+                sessions.leave(left_on_their_own)
+
+                async def left() -> bool:
+                    return not sessions.alive(left_on_their_own)
+
+                await eventually(left, seconds=10)
+                link.delay = 0.0
+                second = spawn_worker()
+                report = await asyncio.wait_for(handle.result(), 120)
+
+                assert report.status == RunStatus.REMEDIATED, report.summary
+                assert sessions.alive(stale) == set()
+                assert sessions.alive([busy]) == {busy}
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=10)
+    action = next(s for s in report.steps if s.kind == "action")
+    result = TerminateSessionsResult.model_validate(action.details["result"])
+    assert sorted(result.terminated) == sorted(set(planned) - set(left_on_their_own))
+    assert sorted(result.terminated_unreported) == sorted(planned[4:8])
+    assert sorted(result.already_gone) == sorted(left_on_their_own)
+    assert result.skipped_no_longer_idle == []
+    assert action.summary == (
+        "terminated 30 sessions (4 of them by an attempt that died before reporting; "
+        "2 already gone, 0 became active and were spared)"
+    )
+    assert attempts_of(await handle.fetch_history(), "terminate_sessions") == [2]

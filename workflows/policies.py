@@ -25,3 +25,11 @@ STEP_TIMEOUT = timedelta(minutes=2)
 READ_TIMEOUT = timedelta(seconds=60)
 # Downloads, dumps and restores, which heartbeat while they run.
 LONG_TIMEOUT = timedelta(hours=6)
+
+
+def batch_heartbeat_timeout(batch_pause_seconds: float) -> timedelta:
+    """For an activity that works in batches with a configured pause between them: one
+    batch's work (terminate_sessions waits up to 5 s for the backends to exit) plus the pause,
+    never below 10 s. The pause also heartbeats in slices; covering it whole as well means a
+    slice that runs late (a busy worker) is not taken for a dead worker."""
+    return timedelta(seconds=max(10.0, batch_pause_seconds + 10.0))

@@ -42,7 +42,13 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import POOL_RESTART
-    from workflows.policies import ACT_RETRY, READ_RETRY, READ_TIMEOUT, STEP_TIMEOUT
+    from workflows.policies import (
+        ACT_RETRY,
+        READ_RETRY,
+        READ_TIMEOUT,
+        STEP_TIMEOUT,
+        batch_heartbeat_timeout,
+    )
     from workflows.runbook import RunbookWorkflow
 
 
@@ -153,13 +159,20 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 batch_pause_seconds=config.terminate_batch_pause_seconds,
             ),
             start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=10),
+            heartbeat_timeout=batch_heartbeat_timeout(config.terminate_batch_pause_seconds),
             retry_policy=ACT_RETRY,
+        )
+        unreported = (
+            f"{len(result.terminated_unreported)} of them by an attempt that died before "
+            "reporting; "
+            if result.terminated_unreported
+            else ""
         )
         self.audit.record(
             "action",
-            f"terminated {len(result.terminated)} sessions ({len(result.already_gone)} already "
-            f"gone, {len(result.skipped_no_longer_idle)} became active and were spared)",
+            f"terminated {len(result.terminated)} sessions ({unreported}"
+            f"{len(result.already_gone)} already gone, {len(result.skipped_no_longer_idle)} "
+            "became active and were spared)",
             result=result.model_dump(),
         )
         verified = await self.verify(self._checks(target), config)

@@ -5,6 +5,9 @@
   `pg_restore --list`, before anyone is asked to approve it.
 - `snapshot_database`: `pg_dump -Fc` of the live database streamed to S3 with its checksum
   and row counts (taken in the dump's own snapshot), so the restore itself can be undone.
+
+Every phase that can take long (a download, a checksum, each table's count, the dump)
+heartbeats while it runs, as often as the heartbeat timeout the workflow gave requires.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import heartbeats
 from activities.config import BackupsConfig, load_config
 from activities.postgres import databases as dbs
-from activities.postgres.client_tools import HEARTBEAT_SECONDS, parse_toc, pg_bin, run_tool
+from activities.postgres.client_tools import parse_toc, pg_bin, run_tool
+from activities.postgres.connection import Conn
 from activities.postgres.models import (
     BackupCheck,
     BackupChoice,
@@ -93,21 +98,11 @@ async def download_backup(backup: BackupInfo, target: str) -> Path:
     config = _backups(target)
     client = s3.s3_client(config.region)
     try:
-        path: Path = await _with_heartbeat(
+        return await heartbeats.while_running(
             asyncio.to_thread(s3.download, client, backup, _work_dir()), "downloading"
         )
-        return path
     except (s3.ClientError, s3.BotoCoreError) as err:
         raise _s3_failure(f"download {backup.url}", err) from None
-
-
-async def _with_heartbeat(work: Any, details: Any) -> Any:
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
-        if done:
-            return task.result()
-        activity.heartbeat(details)
 
 
 @activity.defn
@@ -121,7 +116,7 @@ async def check_backup(params: CheckBackupInput) -> BackupCheck:
             non_retryable=True,
         )
     path = await download_backup(backup, params.target)
-    digest = await _with_heartbeat(asyncio.to_thread(s3.sha256_of, path), "checksum")
+    digest = await heartbeats.while_running(asyncio.to_thread(s3.sha256_of, path), "checksum")
     if digest != backup.sha256:
         path.unlink(missing_ok=True)
         raise ApplicationError(
@@ -148,12 +143,15 @@ async def check_backup(params: CheckBackupInput) -> BackupCheck:
 @activity.defn
 async def snapshot_database(params: SnapshotInput) -> Snapshot:
     """Idempotent per label: a snapshot already uploaded under it is returned as it is."""
+    activity.heartbeat("starting")
     config = _backups(params.target)
     client = s3.s3_client(config.region)
     conn = dbs.target_connection(params.target)
     prefix = config.snapshots() if params.purpose == "snapshot" else config.prefix
     key = f"{prefix}{conn.database}-{params.label}.dump"
-    existing = await asyncio.to_thread(s3.list_backups, client, config.bucket, key)
+    existing = await heartbeats.while_running(
+        asyncio.to_thread(s3.list_backups, client, config.bucket, key), "listing"
+    )
     for backup in existing:
         if backup.key == key and backup.sha256 and backup.row_counts is not None:
             return Snapshot(
@@ -165,16 +163,16 @@ async def snapshot_database(params: SnapshotInput) -> Snapshot:
                 database=conn.database,
                 row_counts=backup.row_counts,
             )
-    db = await dbs.connect(conn, conn.database)
+    db = await heartbeats.while_running(dbs.connect(conn, conn.database), "connecting")
     try:
         # Counts and dump from one snapshot: the manifest's counts are the dump's counts.
         await db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = await (await db.execute("SELECT pg_export_snapshot() AS s, now() AS t")).fetchone()
         assert row is not None
         snapshot_id, taken_at = row["s"], row["t"]
-        counts = await dbs.row_counts(db)
+        counts = await _count_rows(db)
         argv = [str(pg_bin() / "pg_dump"), "-Fc", "--snapshot", snapshot_id, *conn.args()]
-        digest, size = await _with_heartbeat(
+        digest, size = await heartbeats.while_running(
             asyncio.to_thread(_dump_to_s3, argv, conn.env(), client, config.bucket, key),
             "uploading",
         )
@@ -190,7 +188,9 @@ async def snapshot_database(params: SnapshotInput) -> Snapshot:
         database=conn.database,
         row_counts=counts,
     )
-    await asyncio.to_thread(s3.put_manifest, client, config.bucket, key, manifest)
+    await heartbeats.while_running(
+        asyncio.to_thread(s3.put_manifest, client, config.bucket, key, manifest), "manifest"
+    )
     return Snapshot(
         bucket=config.bucket,
         key=key,
@@ -200,6 +200,20 @@ async def snapshot_database(params: SnapshotInput) -> Snapshot:
         database=conn.database,
         row_counts=counts,
     )
+
+
+async def _count_rows(db: Conn) -> dict[str, int]:
+    """Every table's rows, heartbeating before and while each is counted: on a large database
+    (or a table a migration holds locked) counting can take longer than the heartbeat
+    timeout, and a timed-out attempt would count again from the start, for ever."""
+    counts = {}
+    for schema, name in await dbs.user_tables(db):
+        table = dbs.table_name(schema, name)
+        activity.heartbeat(f"counting {table}")
+        counts[table] = await heartbeats.while_running(
+            dbs.row_count(db, schema, name), f"counting {table}"
+        )
+    return counts
 
 
 def _dump_to_s3(

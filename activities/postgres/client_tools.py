@@ -17,10 +17,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import heartbeats
 from activities.config import load_config
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
-HEARTBEAT_SECONDS = 2.0
 
 
 def pg_bin() -> Path:
@@ -83,7 +83,7 @@ async def run_tool(
     communicate = asyncio.ensure_future(process.communicate())
     try:
         while True:
-            done, _ = await asyncio.wait({communicate}, timeout=HEARTBEAT_SECONDS)
+            done, _ = await asyncio.wait({communicate}, timeout=heartbeats.interval())
             if done:
                 break
             if activity.in_activity():

@@ -120,13 +120,17 @@ def table_name(schema: str, name: str) -> str:
     return f"{schema}.{name}"
 
 
+async def row_count(db: Conn, schema: str, name: str) -> int:
+    query = sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(schema, name))
+    row = await (await db.execute(query)).fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def row_counts(db: Conn) -> dict[str, int]:
-    counts = {}
-    for schema, name in await user_tables(db):
-        query = sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(schema, name))
-        row = await (await db.execute(query)).fetchone()
-        counts[table_name(schema, name)] = int(row["n"]) if row else 0
-    return counts
+    return {
+        table_name(schema, name): await row_count(db, schema, name)
+        for schema, name in await user_tables(db)
+    }
 
 
 async def non_empty_tables(db: Conn) -> set[str]:

@@ -171,8 +171,22 @@ class TerminateSessionsInput(BaseModel):
 
 class TerminateSessionsResult(BaseModel):
     terminated: list[int] = Field(default_factory=list)
+    # The part of `terminated` ended by an attempt that died before reporting it: the attempt
+    # had recorded the batch before ending it, and the retry found those sessions gone. (One
+    # that left on its own in the same moment cannot be told apart; the batch was the
+    # engine's to end, so it is counted as the engine's.)
+    terminated_unreported: list[int] = Field(default_factory=list)
+    # Gone before any attempt had started on them.
     already_gone: list[int] = Field(default_factory=list)
     skipped_no_longer_idle: list[int] = Field(default_factory=list)
+
+
+class TerminationProgress(BaseModel):
+    """What terminate_sessions records on the server before each batch: the result so far,
+    and the sessions it is about to terminate (none between batches)."""
+
+    done: TerminateSessionsResult = Field(default_factory=TerminateSessionsResult)
+    in_flight: list[int] = Field(default_factory=list)
 
 
 # key_rotation: a login's sessions

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import heartbeats
 from activities.postgres.connection import (
     ENDABLE_PARAMS,
     ENDABLE_SESSIONS,
@@ -28,6 +29,7 @@ from activities.postgres.models import (
     TargetInput,
     TerminateSessionsInput,
     TerminateSessionsResult,
+    TerminationProgress,
 )
 
 TERMINATION_WAIT_SECONDS = 5.0
@@ -162,33 +164,76 @@ async def _terminate_batch(
     )
 
 
+def _resume(details: Sequence[Any]) -> TerminationProgress:
+    """The progress the last attempt recorded (a worker from before in-flight batches were
+    recorded left the result alone)."""
+    if not details:
+        return TerminationProgress()
+    if isinstance(details[0], dict) and "done" not in details[0]:
+        return TerminationProgress(done=TerminateSessionsResult.model_validate(details[0]))
+    return TerminationProgress.model_validate(details[0])
+
+
+def _merge(
+    done: TerminateSessionsResult, batch: TerminateSessionsResult, *, unreported: bool = False
+) -> TerminateSessionsResult:
+    """`done` plus one batch's result. For a batch an attempt recorded and then died in
+    (`unreported`), the sessions found gone were ended by the engine, not by someone else."""
+    ended_earlier = batch.already_gone if unreported else []
+    return TerminateSessionsResult(
+        terminated=done.terminated + batch.terminated + ended_earlier,
+        terminated_unreported=done.terminated_unreported + ended_earlier,
+        already_gone=done.already_gone + ([] if unreported else batch.already_gone),
+        skipped_no_longer_idle=done.skipped_no_longer_idle + batch.skipped_no_longer_idle,
+    )
+
+
+def _handled(done: TerminateSessionsResult) -> set[int]:
+    return set(done.terminated) | set(done.already_gone) | set(done.skipped_no_longer_idle)
+
+
+def _recorded(
+    done: TerminateSessionsResult, in_flight: Sequence[SessionRef] = ()
+) -> dict[str, Any]:
+    return TerminationProgress(done=done, in_flight=[s.pid for s in in_flight]).model_dump(
+        mode="json"
+    )
+
+
 @activity.defn
 async def terminate_sessions(params: TerminateSessionsInput) -> TerminateSessionsResult:
     """Idempotent: a session already gone is counted as such, never re-targeted.
 
-    Works in batches and heartbeats the cumulative result, so a retry after a worker crash
-    resumes where the last attempt stopped.
+    Works in batches. Before each batch the attempt records on the server (and waits until
+    it has it) the result so far and the batch it is about to terminate, so that a retry
+    after a worker died knows what the engine did: sessions of that batch found gone were
+    terminated by the engine; sessions no attempt had started on that are gone were already
+    gone. Between batches it records the same in slices of the pause, to stay alive.
     """
-    info = activity.info()
-    done = TerminateSessionsResult()
-    if info.heartbeat_details:
-        done = TerminateSessionsResult.model_validate(info.heartbeat_details[0])
-    handled = set(done.terminated) | set(done.already_gone) | set(done.skipped_no_longer_idle)
-    remaining = [s for s in params.sessions if s.pid not in handled]
+    progress = _resume(activity.info().heartbeat_details)
+    # Alive before connecting (which can take long), recording again what was recorded.
+    await heartbeats.record(progress.model_dump(mode="json"))
+    done = progress.done
     async with await connect_target(params.target) as conn:
-        for start in range(0, len(remaining), max(1, params.batch_size)):
-            batch = remaining[start : start + params.batch_size]
+        if progress.in_flight:
+            batch = [s for s in params.sessions if s.pid in set(progress.in_flight)]
             result = await _terminate_batch(conn, batch, params.idle_older_than_seconds)
-            done.terminated += result.terminated
-            done.already_gone += result.already_gone
-            done.skipped_no_longer_idle += result.skipped_no_longer_idle
-            activity.heartbeat(done.model_dump(mode="json"))
-            if params.batch_pause_seconds and start + params.batch_size < len(remaining):
-                await asyncio.sleep(params.batch_pause_seconds)
+            done = _merge(done, result, unreported=True)
+        remaining = [s for s in params.sessions if s.pid not in _handled(done)]
+        size = max(1, params.batch_size)
+        for start in range(0, len(remaining), size):
+            batch = remaining[start : start + size]
+            if start and params.batch_pause_seconds:
+                await heartbeats.sleep_recording(params.batch_pause_seconds, _recorded(done))
+            await heartbeats.record(_recorded(done, batch))
+            result = await _terminate_batch(conn, batch, params.idle_older_than_seconds)
+            done = _merge(done, result)
     activity.logger.info(
-        "terminated %d sessions on %s (%d already gone, %d no longer idle)",
+        "terminated %d sessions on %s (%d by an attempt that died before reporting, "
+        "%d already gone, %d no longer idle)",
         len(done.terminated),
         params.target,
+        len(done.terminated_unreported),
         len(done.already_gone),
         len(done.skipped_no_longer_idle),
     )
