@@ -297,6 +297,10 @@ class RollbackConfig(StrictModel):
     max_error_rate: float | None = None
     # When verification fails after the rollback: promote the original release again.
     roll_forward_on_failure: bool = False
+    # Roll back only an outage that follows a deploy: the release serving production must
+    # have been created at most this long before the outage started (the alert's start, or
+    # when the run found the target down).
+    deploy_window_seconds: float = Field(default=7200.0, gt=0)
     gate: GateConfig = GateConfig()
 
     @model_validator(mode="after")

@@ -3,7 +3,10 @@ Down": verify it is really down, then `vercel rollback` / Railway redeploy of th
 
 1. Really down? Several probe rounds over every probe URL; a healthy or once-flapping
    service is left alone ("no action needed").
-2. The current and the last known-good release; none: escalate (never guess).
+2. The current and the last known-good release; none: escalate (never guess). An outage
+   that does not follow a deploy (the current release created more than
+   `deploy_window_seconds` before the outage started, or after it) escalates too
+   (workflows/rollback_cause.py).
 3. Plan from -> to (ages, commits, URLs); gate.
 4. Roll back; idempotent: if production already serves the target release, nothing is done.
 5. Verify: every probe healthy N times in a row, and the error rate below its limit when the
@@ -31,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackResult,
     )
     from activities.deploy.releases import find_deployments, rollback_deployment
-    from activities.http.models import AssessInput
+    from activities.http.models import AssessInput, DownAssessment
     from activities.http.probes import assess_down
     from activities.targets import TargetDescription
     from workflows.models import (
@@ -44,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.names import ROLLBACK
     from workflows.policies import READ_RETRY, STEP_TIMEOUT
+    from workflows.rollback_cause import RECENCY_PATCH, judge, outage_start
     from workflows.runbook import RunbookWorkflow
 
 # Deploy APIs rate-limit: retries wait the vendor's Retry-After (next_retry_delay) and give
@@ -88,27 +92,7 @@ class RollbackWorkflow(RunbookWorkflow):
             return await self.step_failed(err, "rollback step failed")
 
     async def _rollback(self, target: TargetDescription) -> RunReport:
-        config = target.rollback
-        assessment = await workflow.execute_activity(
-            assess_down,
-            AssessInput(
-                target=target.target,
-                rounds=config.probe_rounds,
-                interval_seconds=config.probe_interval_seconds,
-                down_rounds=config.down_rounds,
-                timeout_seconds=config.probe_timeout_seconds,
-            ),
-            start_to_close_timeout=timedelta(
-                seconds=config.probe_rounds
-                * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
-                + 30
-            ),
-            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
-            retry_policy=READ_RETRY,
-        )
-        self.audit.record(
-            "diagnosis", assessment.describe(), assessment=assessment.model_dump(mode="json")
-        )
+        assessment = await self._assess(target)
         if not assessment.down:
             return await self.finish(
                 RunStatus.NO_ACTION_NEEDED,
@@ -117,6 +101,15 @@ class RollbackWorkflow(RunbookWorkflow):
         self.mark("detected")
         self.set_status(RunStatus.PLANNING, f"{target.target} is down; finding a good release")
         situation = await self._find(target)
+        if workflow.patched(RECENCY_PATCH):
+            start = outage_start(self.params.alert, self.timeline["detected"])
+            window = timedelta(seconds=target.rollback.deploy_window_seconds)
+            cause = judge(situation.current, start, window)
+            self.audit.record("diagnosis", cause.summary, **cause.details())
+            if not cause.follows_deploy:
+                return await self.escalate(
+                    f"{cause.summary}; {target.target} is down: {assessment.describe()}"
+                )
         last_good = situation.last_good
         if last_good is None:
             skipped = ", ".join(situation.skipped) or "none"
@@ -175,6 +168,31 @@ class RollbackWorkflow(RunbookWorkflow):
             f"{target.target} still unhealthy after rolling back to {last_good.id} "
             f"({failing}); production left on {last_good.id}"
         )
+
+    async def _assess(self, target: TargetDescription) -> DownAssessment:
+        """Runbook 000 step 1: is it really down? (every probe URL, several rounds)"""
+        config = target.rollback
+        assessment = await workflow.execute_activity(
+            assess_down,
+            AssessInput(
+                target=target.target,
+                rounds=config.probe_rounds,
+                interval_seconds=config.probe_interval_seconds,
+                down_rounds=config.down_rounds,
+                timeout_seconds=config.probe_timeout_seconds,
+            ),
+            start_to_close_timeout=timedelta(
+                seconds=config.probe_rounds
+                * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
+                + 30
+            ),
+            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "diagnosis", assessment.describe(), assessment=assessment.model_dump(mode="json")
+        )
+        return assessment
 
     async def _find(self, target: TargetDescription) -> DeploymentSituation:
         situation = await workflow.execute_activity(
