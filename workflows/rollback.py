@@ -2,7 +2,8 @@
 Down": verify it is really down, then `vercel rollback` / Railway redeploy of the previous one).
 
 1. Really down? Several probe rounds over every probe URL; a healthy or once-flapping
-   service is left alone ("no action needed").
+   service is left alone ("no action needed"). While a target it `depends_on` is being
+   remediated, or just was, wait and ask again (workflows/dependencies.py).
 2. The current and the last known-good release; none: escalate (never guess). An outage
    that does not follow a deploy (the current release created more than
    `deploy_window_seconds` before the outage started, or after it) escalates too
@@ -37,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.http.models import AssessInput, DownAssessment
     from activities.http.probes import assess_down
     from activities.targets import TargetDescription
+    from workflows.dependencies import MILESTONE as DEPENDENCY_WAIT
+    from workflows.dependencies import Waited, wait_for_dependencies
     from workflows.models import (
         DecisionOutcome,
         ExpectedImpact,
@@ -94,11 +97,22 @@ class RollbackWorkflow(RunbookWorkflow):
     async def _rollback(self, target: TargetDescription) -> RunReport:
         assessment = await self._assess(target)
         if not assessment.down:
+            after_wait = DEPENDENCY_WAIT in self.timeline
             return await self.finish(
                 RunStatus.NO_ACTION_NEEDED,
-                f"no action needed: {target.target} is not down ({assessment.describe()})",
+                f"no action needed: {target.target} is not down ({assessment.describe()})"
+                + (" after the remediation of a target it depends on" if after_wait else ""),
             )
         self.mark("detected")
+        waited = await wait_for_dependencies(self, target)
+        if waited.outcome == Waited.GAVE_UP:
+            return await self.escalate(
+                f"{target.target} is down while a target it depends on is still being "
+                f"remediated: {waited.detail}; not acting on what may be its symptom "
+                f"({assessment.describe()})"
+            )
+        if waited.outcome == Waited.WAITED:
+            return await self._rollback(target)  # the dependency's fix may have fixed this too
         self.set_status(RunStatus.PLANNING, f"{target.target} is down; finding a good release")
         situation = await self._find(target)
         if workflow.patched(RECENCY_PATCH):
