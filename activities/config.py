@@ -168,6 +168,9 @@ class TargetConfig(StrictModel):
     backups: BackupsConfig | None = None
     # kind = "secret": the credential the key_rotation runbook rotates.
     credential: CredentialConfig | None = None
+    # Targets this one needs (web needs orders-db): while one of them is being remediated, or
+    # just was, a runbook here waits and diagnoses again instead of acting on a symptom.
+    depends_on: list[str] = Field(default_factory=list)
 
     def all_probe_urls(self) -> list[str]:
         urls = [self.health_url] if self.health_url else []
@@ -294,6 +297,10 @@ class RollbackConfig(StrictModel):
     max_error_rate: float | None = None
     # When verification fails after the rollback: promote the original release again.
     roll_forward_on_failure: bool = False
+    # Roll back only an outage that follows a deploy: the release serving production must
+    # have been created at most this long before the outage started (the alert's start, or
+    # when the run found the target down).
+    deploy_window_seconds: float = Field(default=7200.0, gt=0)
     gate: GateConfig = GateConfig()
 
     @model_validator(mode="after")
@@ -396,6 +403,10 @@ class SafetyLimits(StrictModel):
     lease_ttl_seconds: int = 1800
     # Anyone with an identity may pull the kill switch; only this group may release it.
     resume_group: str = "engineering-leads"
+    # After a remediation on a target ends, runbooks on the targets that depend on it wait
+    # this long for its effect to show before they diagnose again (at most an hour: the
+    # envelope keeps an hour of actions).
+    dependency_settle_seconds: int = Field(default=180, ge=0, le=3600)
 
 
 class EngineConfig(StrictModel):
@@ -436,6 +447,25 @@ class EngineConfig(StrictModel):
                 raise ValueError(f"route {route.name!r} names unknown target {route.target!r}")
         return self
 
+    @model_validator(mode="after")
+    def _dependencies_known_and_acyclic(self) -> EngineConfig:
+        for name, target in self.targets.items():
+            for needed in target.depends_on:
+                if needed == name:
+                    raise ValueError(f"targets.{name}.depends_on names {name!r} itself: remove it")
+                if needed not in self.targets:
+                    raise ValueError(
+                        f"targets.{name}.depends_on names unknown target {needed!r}: add "
+                        f"[targets.{needed}] or remove it from the list"
+                    )
+        cycle = _dependency_cycle({n: t.depends_on for n, t in self.targets.items()})
+        if cycle:
+            raise ValueError(
+                f"targets depend on each other in a cycle ({' -> '.join(cycle)}): remove one "
+                "of these depends_on entries"
+            )
+        return self
+
     def target(self, name: str) -> TargetConfig:
         try:
             return self.targets[name]
@@ -448,6 +478,29 @@ class EngineConfig(StrictModel):
 
 class UnknownTargetError(ConfigError):
     pass
+
+
+def _dependency_cycle(graph: dict[str, list[str]]) -> list[str]:
+    """A cycle in `depends_on`, as the path that closes it (["a", "b", "a"]); [] if none."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done:
+            return []
+        for needed in graph.get(name, []):
+            found = visit(needed, [*path, name])
+            if found:
+                return found
+        done.add(name)
+        return []
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return []
 
 
 _cache: dict[tuple[str, float], EngineConfig] = {}

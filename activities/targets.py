@@ -99,6 +99,10 @@ class TargetDescription(BaseModel):
     key_rotation: KeyRotationConfig = KeyRotationConfig()
     # kind = "secret": the credential and its consumers (no value, no token).
     credential: CredentialDescription | None = None
+    # Targets this one depends on, and how long after a remediation on one of them ends a
+    # runbook here waits before it diagnoses again.
+    depends_on: list[str] = []
+    dependency_settle_seconds: float = 180.0
 
 
 def gate_settings(
@@ -177,6 +181,8 @@ async def describe_target(params: DescribeTargetInput) -> TargetDescription:
         snapshots_at=f"s3://{backups.bucket}/{backups.snapshots()}" if backups else None,
         key_rotation=runbooks.key_rotation.model_copy(update=no_gate),
         credential=_credential(config, target.credential),
+        depends_on=target.depends_on,
+        dependency_settle_seconds=config.safety.dependency_settle_seconds,
     )
 
 

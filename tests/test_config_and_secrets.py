@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -33,6 +34,53 @@ def test_bad_config_says_what_to_fix(text: str, message: str) -> None:
         parse_config(text, source="engine.toml")
     assert message in str(error.value)
     assert str(error.value).startswith("engine.toml")
+
+
+WEB_AND_DB = """
+[targets.web]
+kind = "http"
+depends_on = {web}
+[targets.orders-db]
+kind = "http"
+depends_on = {db}
+"""
+
+
+@pytest.mark.parametrize(
+    ("web", "db", "message"),
+    [
+        ('["orders-dB"]', "[]", "targets.web.depends_on names unknown target 'orders-dB': add"),
+        ('["web"]', "[]", "targets.web.depends_on names 'web' itself: remove it"),
+        (
+            '["orders-db"]',
+            '["web"]',
+            "targets depend on each other in a cycle (orders-db -> web -> orders-db): remove one",
+        ),
+    ],
+)
+def test_bad_dependencies_say_what_to_fix(web: str, db: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(WEB_AND_DB.format(web=web, db=db), source="engine.toml")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_longer_dependency_cycle_is_named_and_a_chain_is_fine() -> None:
+    chain = "[targets.a]\nkind='http'\ndepends_on=['b']\n[targets.b]\nkind='http'\n"
+    assert parse_config(chain).targets["a"].depends_on == ["b"]
+    cycle = chain.replace(
+        "[targets.b]\nkind='http'\n",
+        "[targets.b]\nkind='http'\ndepends_on=['c']\n[targets.c]\nkind='http'\ndepends_on=['a']\n",
+    )
+    with pytest.raises(ConfigError, match=r"cycle \(a -> b -> c -> a\)"):
+        parse_config(cycle)
+
+
+def test_the_example_config_has_web_depend_on_its_database() -> None:
+    example = Path(__file__).parents[1] / "infra/config/example.toml"
+    config = parse_config(example.read_text())
+    assert config.targets["web"].depends_on == ["orders-db"]
+    assert config.safety.dependency_settle_seconds > 0
 
 
 def test_unknown_target_names_the_known_ones() -> None:

@@ -245,6 +245,10 @@ async def run_incident(
     kinds = [s.kind for s in report.steps]
     assert kinds.count("alert_duplicate") == 1 and "alert_resolved" in kinds
     assert report.requested_by == f"alert:{source}"
+    # The sender's start of the problem (startsAt, a PagerDuty incident's created_at) reached
+    # the run, and the signed start still binds that input.
+    assert report.steps[0].details["alert"]["starts_at"] == "2026-11-23T03:00:00Z"
+    assert "requester_unverified" not in kinds
     return report
 
 

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,18 @@ async def approve(handle: Handle, who: str = "bob") -> GateView:
     return gate
 
 
-def history(bad_newest: int = 1, count: int = 5) -> list[Release]:
-    """`count` releases an hour apart, newest first serving; the newest `bad_newest` broken."""
-    return [Release.numbered(i, count, healthy=i < count - bad_newest) for i in range(count)]
+def history(
+    bad_newest: int = 1, count: int = 5, newest_age: timedelta = timedelta(minutes=10)
+) -> list[Release]:
+    """`count` releases an hour apart, the newest `newest_age` old (recent: the outage follows
+    its deploy) and serving; the newest `bad_newest` broken."""
+    newest = datetime.now(UTC).replace(microsecond=0) - newest_age
+    return [
+        Release.numbered(i, count, healthy=i < count - bad_newest).model_copy(
+            update={"created_at": newest - timedelta(hours=count - 1 - i)}
+        )
+        for i in range(count)
+    ]
 
 
 async def test_happy_path_rolls_back_to_the_last_good_release_after_approval(
@@ -217,14 +227,16 @@ async def test_a_hotfix_deployed_while_the_gate_waits_is_not_rolled_back(
     out and production is healthy. The approved plan is stale: nothing is switched, the run
     diagnoses again and finds nothing to do."""
     configure(tmp_path, web, platform)
-    await platform.scenario(history(), current="rel-004", on_switch=f"{web.url}/debug/release")
+    releases = history()
+    await platform.scenario(releases, current="rel-004", on_switch=f"{web.url}/debug/release")
     queue = f"rb-{uuid.uuid4().hex[:6]}"
     async with build_worker(dev_env.client, queue):
         handle = await start(dev_env, queue)
 
         gate = await open_gate(handle)
         assert gate.plan.parameters["from"]["id"] == platform.id_of("rel-004")
-        hotfix = [*history(), Release.numbered(5, 6)]
+        just_now = datetime.now(UTC).replace(microsecond=0)
+        hotfix = [*releases, Release.numbered(5, 6).model_copy(update={"created_at": just_now})]
         await platform.scenario(hotfix, current="rel-005", on_switch=f"{web.url}/debug/release")
         await handle.execute_update(RollbackWorkflow.approve, mint("bob", gate, "approve"))
         report = await handle.result()

@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from workflows.models import AlertContext
 
@@ -80,6 +80,7 @@ def from_prometheus_style(
                 labels={**payload.commonLabels, **alert.labels},
                 summary=alert.annotations.get("summary")
                 or alert.annotations.get("description", ""),
+                starts_at=alert.startsAt,
             ),
         )
         for alert in payload.alerts
@@ -101,6 +102,7 @@ class PagerDutyIncident(_Lenient):
     status: str = ""
     urgency: str = ""
     incident_key: str | None = None
+    created_at: datetime | None = None
     html_url: str = ""
     service: PagerDutyReference | None = None
     priority: PagerDutyReference | None = None
@@ -147,6 +149,7 @@ def from_pagerduty(payload: PagerDutyPayload) -> list[IncomingAlert]:
                 fingerprint=incident.id,
                 labels={k: v for k, v in labels.items() if v},
                 summary=incident.title,
+                starts_at=incident.created_at,
             ),
         )
     ]
@@ -165,6 +168,9 @@ class GenericAlert(BaseModel):
     fingerprint: str = Field(min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = Field(default="", max_length=2000)
+    # When the problem began, if the sender knows (ISO 8601 with a zone); else the run's own
+    # detection time stands in for it.
+    starts_at: AwareDatetime | None = None
 
 
 def from_generic(payload: GenericAlert) -> list[IncomingAlert]:
@@ -177,6 +183,7 @@ def from_generic(payload: GenericAlert) -> list[IncomingAlert]:
                 fingerprint=payload.fingerprint,
                 labels={"alertname": payload.name, **payload.labels},
                 summary=payload.summary,
+                starts_at=payload.starts_at,
             ),
         )
     ]

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 
 class RunStatus(StrEnum):
@@ -45,6 +52,17 @@ class AlertContext(BaseModel):
     fingerprint: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
+    # When the sender says the problem began (Alertmanager's and Grafana's `startsAt`, a
+    # PagerDuty incident's `created_at`); None from senders that do not say, and in runs
+    # recorded before alerts carried it.
+    starts_at: datetime | None = None
+
+    @field_validator("starts_at")
+    @classmethod
+    def _utc_or_unknown(cls, value: datetime | None) -> datetime | None:
+        if value is None or value.year == 1:
+            return None  # Go's zero time: Alertmanager's way of saying "not set"
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class AlertSignal(BaseModel):
@@ -78,6 +96,9 @@ class RunbookInput(BaseModel):
     def input_hash(self) -> str:
         """What a start token binds: everything in the input but the token itself."""
         body = self.model_dump(mode="json", exclude={"requester_token"})
+        if body["alert"] is not None and body["alert"]["starts_at"] is None:
+            # Inputs from before alerts carried a start keep the hash their token was bound to.
+            del body["alert"]["starts_at"]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -2,8 +2,12 @@
 Down": verify it is really down, then `vercel rollback` / Railway redeploy of the previous one).
 
 1. Really down? Several probe rounds over every probe URL; a healthy or once-flapping
-   service is left alone ("no action needed").
-2. The current and the last known-good release; none: escalate (never guess).
+   service is left alone ("no action needed"). While a target it `depends_on` is being
+   remediated, or just was, wait and ask again (workflows/dependencies.py).
+2. The current and the last known-good release; none: escalate (never guess). An outage
+   that does not follow a deploy (the current release created more than
+   `deploy_window_seconds` before the outage started, or after it) escalates too
+   (workflows/rollback_cause.py).
 3. Plan from -> to (ages, commits, URLs); gate.
 4. Roll back; idempotent: if production already serves the target release, nothing is done.
 5. Verify: every probe healthy N times in a row, and the error rate below its limit when the
@@ -31,9 +35,11 @@ with workflow.unsafe.imports_passed_through():
         RollbackResult,
     )
     from activities.deploy.releases import find_deployments, rollback_deployment
-    from activities.http.models import AssessInput
+    from activities.http.models import AssessInput, DownAssessment
     from activities.http.probes import assess_down
     from activities.targets import TargetDescription
+    from workflows.dependencies import MILESTONE as DEPENDENCY_WAIT
+    from workflows.dependencies import Waited, wait_for_dependencies
     from workflows.models import (
         DecisionOutcome,
         Effect,
@@ -45,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.names import ROLLBACK
     from workflows.policies import MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
+    from workflows.rollback_cause import RECENCY_PATCH, judge, outage_start
     from workflows.runbook import RunbookWorkflow
     from workflows.target_lease import KillSwitchStop
 
@@ -85,35 +92,35 @@ class RollbackWorkflow(RunbookWorkflow):
             return await self.step_failed(err, "rollback step failed")
 
     async def _rollback(self, target: TargetDescription) -> RunReport:
-        config = target.rollback
-        assessment = await workflow.execute_activity(
-            assess_down,
-            AssessInput(
-                target=target.target,
-                rounds=config.probe_rounds,
-                interval_seconds=config.probe_interval_seconds,
-                down_rounds=config.down_rounds,
-                timeout_seconds=config.probe_timeout_seconds,
-            ),
-            start_to_close_timeout=timedelta(
-                seconds=config.probe_rounds
-                * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
-                + 30
-            ),
-            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
-            retry_policy=READ_RETRY,
-        )
-        self.audit.record(
-            "diagnosis", assessment.describe(), assessment=assessment.model_dump(mode="json")
-        )
+        assessment = await self._assess(target)
         if not assessment.down:
+            after_wait = DEPENDENCY_WAIT in self.timeline
             return await self.finish(
                 RunStatus.NO_ACTION_NEEDED,
-                f"no action needed: {target.target} is not down ({assessment.describe()})",
+                f"no action needed: {target.target} is not down ({assessment.describe()})"
+                + (" after the remediation of a target it depends on" if after_wait else ""),
             )
         self.mark("detected")
+        waited = await wait_for_dependencies(self, target)
+        if waited.outcome == Waited.GAVE_UP:
+            return await self.escalate(
+                f"{target.target} is down while a target it depends on is still being "
+                f"remediated: {waited.detail}; not acting on what may be its symptom "
+                f"({assessment.describe()})"
+            )
+        if waited.outcome == Waited.WAITED:
+            return await self._rollback(target)  # the dependency's fix may have fixed this too
         self.set_status(RunStatus.PLANNING, f"{target.target} is down; finding a good release")
         situation = await self._find(target)
+        if workflow.patched(RECENCY_PATCH):
+            start = outage_start(self.params.alert, self.timeline["detected"])
+            window = timedelta(seconds=target.rollback.deploy_window_seconds)
+            cause = judge(situation.current, start, window)
+            self.audit.record("diagnosis", cause.summary, **cause.details())
+            if not cause.follows_deploy:
+                return await self.escalate(
+                    f"{cause.summary}; {target.target} is down: {assessment.describe()}"
+                )
         last_good = situation.last_good
         if last_good is None:
             skipped = ", ".join(situation.skipped) or "none"
@@ -180,6 +187,31 @@ class RollbackWorkflow(RunbookWorkflow):
             f"{target.target} still unhealthy after rolling back to {last_good.id} "
             f"({failing}); production left on {last_good.id}"
         )
+
+    async def _assess(self, target: TargetDescription) -> DownAssessment:
+        """Runbook 000 step 1: is it really down? (every probe URL, several rounds)"""
+        config = target.rollback
+        assessment = await workflow.execute_activity(
+            assess_down,
+            AssessInput(
+                target=target.target,
+                rounds=config.probe_rounds,
+                interval_seconds=config.probe_interval_seconds,
+                down_rounds=config.down_rounds,
+                timeout_seconds=config.probe_timeout_seconds,
+            ),
+            start_to_close_timeout=timedelta(
+                seconds=config.probe_rounds
+                * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
+                + 30
+            ),
+            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
+            retry_policy=READ_RETRY,
+        )
+        self.audit.record(
+            "diagnosis", assessment.describe(), assessment=assessment.model_dump(mode="json")
+        )
+        return assessment
 
     async def _find(self, target: TargetDescription) -> DeploymentSituation:
         situation = await workflow.execute_activity(

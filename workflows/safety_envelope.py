@@ -286,11 +286,13 @@ class SafetyEnvelopeWorkflow:
             if a.target == query.target and a.runbook == query.runbook and now - a.at < HOUR
         ]
         cooling = [a.cooldown_until for a in mine if a.cooldown_until > now]
+        acted = [a.at for a in self.state.actions if a.target == query.target]
         return status.model_copy(
             update={
                 "holder": lease.holder if lease and lease.expires_at > now else None,
                 "actions_last_hour": len(mine),
                 "hourly_budget": query.limits.hourly_budget,
                 "cooldown_until": max(cooling) if cooling else None,
+                "last_action_at": max(acted) if acted else None,
             }
         )
