@@ -51,8 +51,9 @@ class SafetyStatus(BaseModel):
     actions_last_hour: int = 0
     hourly_budget: int = 0
     cooldown_until: datetime | None = None
-    # When any runbook last took this target's lease (within the envelope's hour of
-    # actions): a dependent target waits for such a remediation to settle.
+    # When a remediation of this target last ended (released its lease) or, if none has,
+    # began (within the envelope's hour of actions): a dependent target waits for such a
+    # remediation to settle.
     last_action_at: datetime | None = None
 
     def auto_approval_blocked(self) -> str | None:

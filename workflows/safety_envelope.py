@@ -56,6 +56,8 @@ class ActionRecord(BaseModel):
     runbook: str
     at: datetime
     cooldown_until: datetime
+    # When its run released the lease (None while held, or if it expired instead).
+    ended_at: datetime | None = None
 
 
 class EnvelopeState(BaseModel):
@@ -170,6 +172,9 @@ class SafetyEnvelopeWorkflow:
             lease = self.state.leases.get(target)
             if lease is not None and lease.holder == release.holder:
                 del self.state.leases[target]
+                for action in self.state.actions:
+                    if action.target == target and action.at == lease.acquired_at:
+                        action.ended_at = workflow.now()
 
     # -- the kill switch: signed decisions, like a gate's ---------------------------------
 
@@ -286,7 +291,7 @@ class SafetyEnvelopeWorkflow:
             if a.target == query.target and a.runbook == query.runbook and now - a.at < HOUR
         ]
         cooling = [a.cooldown_until for a in mine if a.cooldown_until > now]
-        acted = [a.at for a in self.state.actions if a.target == query.target]
+        acted = [a.ended_at or a.at for a in self.state.actions if a.target == query.target]
         return status.model_copy(
             update={
                 "holder": lease.holder if lease and lease.expires_at > now else None,
