@@ -239,6 +239,12 @@ class GateConfig(StrictModel):
     remind_after: timedelta = timedelta(minutes=10)
     abort_after: timedelta = timedelta(minutes=30)
     auto_approve: AutoApproveConfig | None = None
+    # While the gate waits, the run diagnoses again this often; a plan the world has made
+    # wrong (a lighter one is possible, or none is needed) is replaced by a new gate.
+    refresh_after: timedelta = Field(default=timedelta(minutes=2), gt=timedelta(0))
+    # An approved plan older than this (since it was made or last confirmed) is diagnosed
+    # again before acting (e.g. after waiting for another run's lease).
+    max_plan_age: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
 
     @model_validator(mode="after")
     def _abort_after_reminder(self) -> GateConfig:

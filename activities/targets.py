@@ -48,6 +48,9 @@ class GateSettings(BaseModel):
     four_eyes: bool
     remind_after: timedelta
     abort_after: timedelta
+    # None in settings from workers before plans were refreshed: no refresh.
+    refresh_after: timedelta | None = None
+    max_plan_age: timedelta | None = None
     auto_approve: AutoApproveLimits | None = None
     min_approvals: int = 1
     # Public keys (not secret) that verify signed decisions, so the gate checks them itself.
@@ -124,6 +127,8 @@ def gate_settings(
         four_eyes=gate.four_eyes,
         remind_after=gate.remind_after,
         abort_after=gate.abort_after,
+        refresh_after=gate.refresh_after,
+        max_plan_age=gate.max_plan_age,
         auto_approve=limits,
         min_approvals=gate.min_approvals_by_environment.get(environment, gate.min_approvals),
         verify_keys=verify_keys(approvals),

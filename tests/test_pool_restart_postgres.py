@@ -53,7 +53,7 @@ restart = {{ url = "{app}/admin/restart", token = {{ env = "DEMO_ADMIN_TOKEN_TES
 
 [runbooks.pool_restart]
 usage_threshold = 0.25
-idle_older_than_seconds = 2
+idle_older_than_seconds = {idle}
 terminate_batch_size = {batch}
 terminate_batch_pause_seconds = {pause}
 verify_consecutive = 2
@@ -64,6 +64,7 @@ verify_deadline_seconds = 30
 required_group = "engineering-leads"
 remind_after = {remind}
 abort_after = {abort}
+refresh_after = {refresh}
 """
 
 
@@ -76,13 +77,22 @@ def configure(
     pause: float = 0.0,
     remind: int = 600,
     abort: int = 1800,
+    idle: int = 2,
+    refresh: int = 120,
 ) -> Path:
     os.environ[DSN_ENV] = orders_db.admin_dsn
     os.environ["DEMO_ADMIN_TOKEN_TEST"] = demo_app.admin_token
     return write_config(
         tmp_path,
         CONFIG.format(
-            dsn_env=DSN_ENV, app=demo_app.url, batch=batch, pause=pause, remind=remind, abort=abort
+            dsn_env=DSN_ENV,
+            app=demo_app.url,
+            batch=batch,
+            pause=pause,
+            remind=remind,
+            abort=abort,
+            idle=idle,
+            refresh=refresh,
         ),
     )
 
@@ -307,3 +317,42 @@ async def test_sessions_a_killed_worker_terminated_are_reported_as_the_engines(
         "2 already gone, 0 became active and were spared)"
     )
     assert attempts_of(await handle.fetch_history(), "terminate_sessions") == [2]
+
+
+async def test_a_waiting_restart_plan_gives_way_to_terminating_sessions_once_they_are_idle(
+    dev_env: WorkflowEnvironment,
+    orders_db: OrdersDatabase,
+    demo_app: DemoApp,
+    sessions: Sessions,
+    tmp_path: Path,
+) -> None:
+    """Issue 13, scenario 9: the alert fires before any session has been idle long enough, so
+    the plan is the heavier application restart. While its gate waits the run looks again;
+    once the sessions are idle long enough, the gate closes as superseded and a new gate
+    opens on the lighter plan. Approving that one terminates the sessions; nothing restarts."""
+    configure(tmp_path, orders_db, demo_app, idle=5, refresh=2)
+    queue = f"pg-{uuid.uuid4().hex[:6]}"
+    stale = sessions.open_idle(40)
+    async with worker(dev_env, queue):
+        handle = await start(dev_env, queue)
+        first = await wait_for_gate(handle)
+        assert first.plan.action == "restart_app"
+
+        async def lighter() -> Any:
+            gate = await handle.query(PoolRestartWorkflow.pending_gate)
+            return gate if gate is not None and gate.plan.plan_id != first.plan.plan_id else None
+
+        second = await eventually(lighter, 30)
+        assert second.plan.action == "terminate_idle_sessions"
+        assert second.gate == first.gate + 1
+        planned = {s["pid"] for s in second.plan.parameters["sessions"]}
+        assert set(stale) <= planned
+        await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", second, "approve"))
+        report = await asyncio.wait_for(handle.result(), 60)
+    assert report.status == RunStatus.REMEDIATED, report.summary
+    outcomes = [(d.gate, d.outcome.value) for d in report.decisions]
+    assert outcomes == [(first.gate, "superseded"), (second.gate, "approved")]
+    superseded = next(s for s in report.steps if s.kind == "gate_superseded")
+    assert "terminating them is lighter than a restart" in superseded.summary
+    assert not [s for s in report.steps if "restart hook" in s.summary]
+    assert sessions.alive(stale) == set()

@@ -39,6 +39,9 @@ with workflow.unsafe.imports_passed_through():
     )
 
 Notifier = Callable[..., Awaitable[None]]
+# A runbook's fresh look while its gate waits: why the open plan no longer fits (a lighter
+# one is possible, no action is needed), or None if it still does.
+Replan = Callable[[], Awaitable[str | None]]
 StatusSetter = Callable[[RunStatus, str], None]
 KeyLoader = Callable[[], Awaitable[GateSettings]]
 
@@ -48,6 +51,8 @@ SIGNED_DECISIONS_PATCH = "signed-decisions-v1"
 INCIDENT_PATCH = "incident-identity-v1"
 # ...and before whole-target and irreversible plans needed the policy's explicit consent.
 BOUNDED_AUTO_APPROVAL_PATCH = "bounded-auto-approval-v1"
+# ...and before waiting gates diagnosed again.
+PLAN_REFRESH_PATCH = "plan-refresh-v1"
 REFUSALS_METRIC = "remediation_decisions_refused"
 
 DEFAULT_SETTINGS = GateSettings(
@@ -84,6 +89,8 @@ class ApprovalGate:
         self.used_tokens: set[str] = set()
         self.requester_verified: bool | None = None
         self.run_finished = False
+        # When the open (or last approved) plan was made or last found still right.
+        self.confirmed_at: datetime | None = None
         # Set when the alert that started the run resolves and the route closes gates on it.
         self.resolved_by: str | None = None
         # Set by the safety envelope (cooldown, budget): no plan passes unattended.
@@ -103,9 +110,14 @@ class ApprovalGate:
         needed = self.settings.min_approvals
         return needed if self.requester_verified else max(needed, 2)
 
-    async def request(self, plan: Plan, *, dry_run: bool) -> ApprovalDecision:
-        """Open the gate for `plan` and return how it closed."""
+    async def request(
+        self, plan: Plan, *, dry_run: bool, replan: Replan | None = None
+    ) -> ApprovalDecision:
+        """Open the gate for `plan` and return how it closed. With `replan`, the run looks
+        again every `refresh_after` while the gate waits, and closes it as superseded when
+        the plan no longer fits."""
         self.instance += 1
+        self.confirmed_at = workflow.now()
         self.audit.record(
             "plan", plan.describe(), plan_id=plan.plan_id, plan=plan.model_dump(mode="json")
         )
@@ -150,6 +162,9 @@ class ApprovalGate:
         )
         if self.resolved_by is not None:
             return self._resolved(plan)
+        refresh = self.settings.refresh_after
+        if replan is not None and refresh is not None and workflow.patched(PLAN_REFRESH_PATCH):
+            return await self._wait_refreshing(plan, replan, refresh)
         if not await self._wait_for_decision(self.settings.remind_after):
             waited = int(self.settings.remind_after.total_seconds() // 60)
             self.audit.record("gate_reminder", f"no decision after {waited} min; escalating")
@@ -160,6 +175,44 @@ class ApprovalGate:
                 return self._close(
                     plan, DecisionOutcome.TIMED_OUT, "engine", "no decision before the deadline"
                 )
+        if self.decision is None:
+            return self._resolved(plan)
+        return self.decision
+
+    async def _wait_refreshing(
+        self, plan: Plan, replan: Replan, every: timedelta
+    ) -> ApprovalDecision:
+        """The gate's wait (reminder, deadline) with a fresh look at the world every `every`."""
+        assert self.opened_at is not None
+        remind_at = self.opened_at + self.settings.remind_after
+        abort_at = self.opened_at + self.settings.abort_after
+        reminded = False
+        while True:
+            now = workflow.now()
+            wake = min(now + every, abort_at if reminded else remind_at)
+            if await self._wait_for_decision(max(wake - now, timedelta(seconds=1))):
+                break
+            now = workflow.now()
+            if now >= abort_at:
+                return self._close(
+                    plan, DecisionOutcome.TIMED_OUT, "engine", "no decision before the deadline"
+                )
+            if not reminded and now >= remind_at:
+                reminded = True
+                waited = int(self.settings.remind_after.total_seconds() // 60)
+                self.audit.record("gate_reminder", f"no decision after {waited} min; escalating")
+                group = self.settings.required_group
+                await self.notify(
+                    "gate_reminder", "page", f"still awaiting {group}: {plan.describe()}"
+                )
+                continue
+            why = await replan()
+            if self.decision is not None or self.resolved_by is not None:
+                break  # decided meanwhile: the decision was for this exact plan
+            if why is not None:
+                return self._close(plan, DecisionOutcome.SUPERSEDED, "engine", why)
+            self.confirmed_at = workflow.now()
+            self.audit.record("plan_confirmed", f"diagnosed again: plan {plan.plan_id} holds")
         if self.decision is None:
             return self._resolved(plan)
         return self.decision
@@ -269,6 +322,7 @@ class ApprovalGate:
             DecisionOutcome.TIMED_OUT: "timed out: aborting safely, nothing was changed",
             DecisionOutcome.RESOLVED: "closed: the alert resolved before approval",
             DecisionOutcome.DRY_RUN: f"dry run: {decision.reason}",
+            DecisionOutcome.SUPERSEDED: f"superseded, not acted on: {decision.reason}",
         }[decision.outcome]
         self.audit.record(
             f"gate_{decision.outcome.value}",

@@ -30,7 +30,12 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import CheckSpec
@@ -67,7 +72,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import BACKUP_RESTORE
-    from workflows.policies import ACT_RETRY, LONG_TIMEOUT, READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import ACT_RETRY, LONG_TIMEOUT, MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
     from workflows.read_only import ReadOnlyWorkflow
     from workflows.runbook import BadInputError, RunbookWorkflow
     from workflows.target_lease import KillSwitchStop
@@ -93,6 +98,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         self.switched = False
         # Set once the restore starts: what a cancellation has to clean up.
         self.names: DatabaseNames | None = None
+        # The backup asked for (`before`, `backup`), for a plan made again.
+        self.choice: tuple[datetime | None, str | None] = (None, None)
 
     @workflow.run
     async def run(self, params: RunbookInput) -> RunReport:
@@ -165,6 +172,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
     async def _restore(
         self, target: TargetDescription, before: datetime | None, name: str | None
     ) -> RunReport:
+        self.choice = (before, name)
         self.set_status(RunStatus.DIAGNOSING, f"Looking for backups of {target.target}")
         choice = await workflow.execute_activity(
             find_backups,
@@ -246,12 +254,32 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 + self._state()
             )
         await self.guard("switching the restored database in")
-        switched = await workflow.execute_activity(
-            switch_in_restored,
-            SwitchInput(target=target.target, names=names, run=run),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=ACT_RETRY,
-        )
+        try:
+            switched = await workflow.execute_activity(
+                switch_in_restored,
+                SwitchInput(
+                    target=target.target,
+                    names=names,
+                    run=run,
+                    live_oid=snapshot.database_oid,
+                    live_read_only=self.read_only,
+                ),
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=ACT_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            drift = isinstance(cause, ApplicationError) and cause.type == "PlanDrift"
+            if not drift or self.replans >= MAX_REPLANS:
+                raise
+            # The live database is not the one snapshotted, or took writes since: the plan
+            # no longer holds. Plan again from a new snapshot (the restored copy is reused);
+            # the new plan needs a new decision.
+            self.replans += 1
+            self.audit.record("plan_drift", f"{cause}; not switching; planning again")
+            await self.release_lease()
+            self.timeline.pop("writes_stopped", None)  # the data-loss window starts anew
+            return await self._restore(target, *self.choice)
         self.switched = True
         self.mark("switched")
         self.audit.record("action", switched.detail, sessions_ended=switched.sessions_ended)
@@ -338,7 +366,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 # The child's gates trust the requester as far as this run does.
                 parent_verified=bool(self.gate.requester_verified),
             ),
-            id=f"{info.workflow_id}-read-only-{phase}",
+            id=f"{info.workflow_id}-read-only-{phase}"
+            + (f"-{self.replans}" if self.replans else ""),
         )
 
     async def _exit_read_only(self, target: TargetDescription, why: str) -> bool:
@@ -354,7 +383,10 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         self.set_status(RunStatus.ACTING, f"Safety snapshot of {target.target}")
         snapshot = await workflow.execute_activity(
             snapshot_database,
-            SnapshotInput(target=target.target, label=f"pre-restore-{self._token()}"),
+            SnapshotInput(
+                target=target.target,
+                label=f"pre-restore-{self._token()}" + (f"-{self.replans}" if self.replans else ""),
+            ),
             start_to_close_timeout=LONG_TIMEOUT,
             heartbeat_timeout=self._heartbeat(target),
             retry_policy=LONG_RETRY,

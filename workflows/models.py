@@ -171,6 +171,8 @@ class DecisionOutcome(StrEnum):
     TIMED_OUT = "timed_out"
     RESOLVED = "resolved"
     DRY_RUN = "dry_run"
+    # The run diagnosed again and the plan no longer fits: a new plan, a new gate.
+    SUPERSEDED = "superseded"
 
 
 class ApprovalDecision(BaseModel):

@@ -22,7 +22,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.mongo.connections import get_mongo_connection_usage
     from activities.mongo.models import MongoTargetInput
     from activities.postgres.models import (
+        ConnectionUsage,
         FindIdleSessionsInput,
+        IdleSessions,
         TargetInput,
         TerminateSessionsInput,
     )
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         terminate_sessions,
     )
     from activities.targets import TargetDescription
+    from workflows.approval_gate import Replan
     from workflows.models import (
         DecisionOutcome,
         Effect,
@@ -86,14 +89,55 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 raise
             return await self.step_failed(err, "step failed, nothing further was done")
 
-    async def _postgres(self, target: TargetDescription) -> RunReport:
-        config = target.pool_restart
-        usage = await workflow.execute_activity(
+    async def _usage(self, target: TargetDescription) -> ConnectionUsage:
+        return await workflow.execute_activity(
             get_connection_usage,
             TargetInput(target=target.target),
             start_to_close_timeout=READ_TIMEOUT,
             retry_policy=READ_RETRY,
         )
+
+    async def _idle(self, target: TargetDescription) -> IdleSessions:
+        return await workflow.execute_activity(
+            find_idle_sessions,
+            FindIdleSessionsInput(
+                target=target.target,
+                idle_older_than_seconds=target.pool_restart.idle_older_than_seconds,
+            ),
+            start_to_close_timeout=READ_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+
+    def _replan(self, target: TargetDescription, plan: Plan) -> Replan:
+        """A fresh look while the gate waits (or before acting on an old approval): is the
+        pool still exhausted, and is the planned action still the one to take?"""
+
+        async def why_not() -> str | None:
+            config = target.pool_restart
+            usage = await self._usage(target)
+            if usage.usage < config.usage_threshold:
+                return f"connections are at {usage.usage:.0%}, below the threshold: no action"
+            idle = await self._idle(target)
+            if plan.action == "restart_app":
+                if idle.sessions:
+                    return (
+                        f"{len(idle.sessions)} sessions are now idle for more than "
+                        f"{config.idle_older_than_seconds}s: terminating them is lighter "
+                        "than a restart"
+                    )
+                return None
+            planned = {(s["pid"], s["backend_start"]) for s in plan.parameters["sessions"]}
+            now_idle = (s.model_dump(mode="json") for s in idle.sessions)
+            still = {(s["pid"], s["backend_start"]) for s in now_idle} & planned
+            if not still:
+                return "none of the planned sessions is still idle"
+            return None
+
+        return why_not
+
+    async def _postgres(self, target: TargetDescription) -> RunReport:
+        config = target.pool_restart
+        usage = await self._usage(target)
         self.audit.record(
             "diagnosis",
             f"{usage.total}/{usage.max_connections} connections in use ({usage.usage:.0%}); "
@@ -107,21 +151,16 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 f"{config.usage_threshold:.0%} threshold",
             )
         self.set_status(RunStatus.PLANNING, f"Planning: {usage.usage:.0%} connections in use")
-        idle = await workflow.execute_activity(
-            find_idle_sessions,
-            FindIdleSessionsInput(
-                target=target.target, idle_older_than_seconds=config.idle_older_than_seconds
-            ),
-            start_to_close_timeout=READ_TIMEOUT,
-            retry_policy=READ_RETRY,
-        )
+        idle = await self._idle(target)
         if not idle.sessions:
             self.audit.record(
                 "diagnosis",
                 f"no session idle for more than {config.idle_older_than_seconds}s: "
                 "terminating sessions cannot help",
             )
-            return await self._restart(target, "pool exhausted with no stale idle sessions")
+            return await self._restart(
+                target, "pool exhausted with no stale idle sessions", fresh_look=True
+            )
         # Against the database's own connections: on a shared cluster the others are not
         # this plan's (runs recorded before the engine counted them divide by the cluster's).
         population = usage.database_total if usage.database_total is not None else usage.total
@@ -145,7 +184,9 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 effects=self.effects(terminate_effect(len(idle.sessions), usage.database)),
             ),
         )
-        decision = await self.approve_plan(plan)
+        decision = await self.approve_plan(plan, self._replan(target, plan))
+        if self.replanning(decision):
+            return await self._postgres(target)
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Terminating {len(idle.sessions)} idle sessions")
@@ -205,7 +246,12 @@ class PoolRestartWorkflow(RunbookWorkflow):
             )
         return await self._restart(target, f"mongodb connections at {usage.usage:.0%}")
 
-    async def _restart(self, target: TargetDescription, why: str) -> RunReport:
+    async def _restart(
+        self, target: TargetDescription, why: str, fresh_look: bool = False
+    ) -> RunReport:
+        """Plan an application restart. `fresh_look`: the restart is planned because no
+        session was idle long enough yet; while the gate waits the run looks again, and
+        terminating sessions replaces the restart once it is possible."""
         if not target.has_restart_hook:
             return await self.escalate(f"{why}, and {target.target} has no restart hook")
         plan = Plan(
@@ -226,7 +272,10 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 ),
             ),
         )
-        decision = await self.approve_plan(plan)
+        replan = self._replan(target, plan) if fresh_look else None
+        decision = await self.approve_plan(plan, replan)
+        if self.replanning(decision):
+            return await self._postgres(target)
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.set_status(RunStatus.ACTING, f"Restarting the application of {target.target}")

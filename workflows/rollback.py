@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.http.models import AssessInput, DownAssessment
     from activities.http.probes import assess_down
     from activities.targets import TargetDescription
+    from workflows.approval_gate import Replan
     from workflows.dependencies import MILESTONE as DEPENDENCY_WAIT
     from workflows.dependencies import Waited, wait_for_dependencies
     from workflows.models import (
@@ -130,7 +131,9 @@ class RollbackWorkflow(RunbookWorkflow):
                 f"(passed over: {skipped}); not guessing"
             )
         plan = self._plan(target, situation, last_good)
-        decision = await self.approve_plan(plan)
+        decision = await self.approve_plan(plan, self._replan(target, situation, last_good))
+        if self.replanning(decision):
+            return await self._rollback(target)
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.mark("approved")
@@ -187,6 +190,26 @@ class RollbackWorkflow(RunbookWorkflow):
             f"{target.target} still unhealthy after rolling back to {last_good.id} "
             f"({failing}); production left on {last_good.id}"
         )
+
+    def _replan(
+        self, target: TargetDescription, situation: DeploymentSituation, to: Deployment
+    ) -> Replan:
+        """A fresh look while the gate waits (or before acting on an old approval): still
+        down, and still the same releases?"""
+
+        async def why_not() -> str | None:
+            assessment = await self._assess(target)
+            if not assessment.down:
+                return f"{target.target} is not down any more ({assessment.describe()})"
+            now = await self._find(target)
+            if now.current.id != situation.current.id:
+                return f"production now serves {now.current.id}, not {situation.current.id}"
+            if now.last_good is None or now.last_good.id != to.id:
+                found = now.last_good.id if now.last_good else "none"
+                return f"the last known-good release is now {found}, not {to.id}"
+            return None
+
+        return why_not
 
     async def _assess(self, target: TargetDescription) -> DownAssessment:
         """Runbook 000 step 1: is it really down? (every probe URL, several rounds)"""

@@ -35,7 +35,13 @@ with workflow.unsafe.imports_passed_through():
         TargetDescription,
         describe_target,
     )
-    from workflows.approval_gate import INCIDENT_PATCH, KEYS_RETRY, ApprovalGate
+    from workflows.approval_gate import (
+        INCIDENT_PATCH,
+        KEYS_RETRY,
+        PLAN_REFRESH_PATCH,
+        ApprovalGate,
+        Replan,
+    )
     from workflows.audit import AuditTrail
     from workflows.models import (
         AlertSignal,
@@ -49,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
-    from workflows.policies import NOTIFY_RETRY, READ_RETRY
+    from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, READ_RETRY
     from workflows.target_lease import KillSwitchStop, TargetLease
 
 
@@ -289,11 +295,15 @@ class RunbookWorkflow:
         )
         return result
 
-    async def approve_plan(self, plan: Plan) -> ApprovalDecision:
+    async def approve_plan(self, plan: Plan, replan: Replan | None = None) -> ApprovalDecision:
         """The gate, inside the safety envelope: outside the cooldown and budget nothing is
         auto-approved; once approved, the run waits for the target's lease (one destructive
         remediation per target) and for the kill switch to be off. An approved plan that
-        cannot get the lease before the gate's abort deadline is not acted on."""
+        cannot get the lease before the gate's abort deadline is not acted on.
+
+        With `replan` (the runbook's fresh look at the world): while the gate waits, and
+        before acting on a plan older than `max_plan_age`, the run diagnoses again; a plan
+        that no longer fits comes back SUPERSEDED (see `replanning`)."""
         if self.params.dry_run:
             return await self.gate.request(plan, dry_run=True)
         status = await workflow.execute_activity_method(
@@ -306,11 +316,14 @@ class RunbookWorkflow:
         if blocked is not None and self.gate.settings.auto_approve is not None:
             self.gate.auto_approval_blocked = blocked
             await self.notify("safety_limit", "page", f"{blocked}: a lead must approve")
-        decision = await self.gate.request(plan, dry_run=False)
+        decision = await self.gate.request(plan, dry_run=False, replan=replan)
         if decision.outcome != DecisionOutcome.APPROVED:
             return decision
         if not await self._acquire_lease(plan):
             return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
+        if replan is not None and await self._stale(plan, replan):
+            await self.release_lease()
+            return decision.model_copy(update={"outcome": DecisionOutcome.SUPERSEDED})
         if self.gate.resolved_by is not None and workflow.patched(INCIDENT_PATCH):
             # Approved (by a person or a policy), but the incident resolved meanwhile: the
             # plan no longer answers a live problem, so it is not acted on.
@@ -321,6 +334,34 @@ class RunbookWorkflow:
             )
             return decision.model_copy(update={"outcome": DecisionOutcome.RESOLVED})
         return decision
+
+    async def _stale(self, plan: Plan, replan: Replan) -> bool:
+        """An approved plan made (or last confirmed) longer than `max_plan_age` ago is
+        diagnosed again before acting; True if it no longer fits."""
+        made, limit = self.gate.confirmed_at, self.gate.settings.max_plan_age
+        if made is None or limit is None or workflow.now() - made <= limit:
+            return False
+        if not workflow.patched(PLAN_REFRESH_PATCH):
+            return False
+        age = int((workflow.now() - made).total_seconds())
+        why = await replan()
+        if why is None:
+            self.audit.record("plan_confirmed", f"plan {plan.plan_id} ({age}s old) still holds")
+            return False
+        self.audit.record(
+            "approved_plan_stale",
+            f"plan {plan.plan_id} was approved {age}s after it was made; diagnosed again: "
+            f"{why}; not acted on",
+        )
+        return True
+
+    def replanning(self, decision: ApprovalDecision) -> bool:
+        """True when the gate's plan was superseded and the run should diagnose again and
+        make a new plan (which needs a new decision); at most MAX_REPLANS times."""
+        if decision.outcome != DecisionOutcome.SUPERSEDED or self.replans >= MAX_REPLANS:
+            return False
+        self.replans += 1
+        return True
 
     async def _acquire_lease(self, plan: Plan) -> bool:
         return await self.lease.acquire(
@@ -353,6 +394,11 @@ class RunbookWorkflow:
         if outcome == DecisionOutcome.RESOLVED:
             return await self.finish(
                 RunStatus.RESOLVED, f"alert resolved before approval: {plan.describe()} not done"
+            )
+        if outcome == DecisionOutcome.SUPERSEDED:
+            return await self.escalate(
+                f"the plan kept changing while it waited ({self.replans} new plans); nothing "
+                f"was changed; last plan: {plan.describe()}"
             )
         await self.notify("gate_timed_out", "page", f"not acted on: {plan.describe()}")
         return await self.finish(

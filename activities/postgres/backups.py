@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from activities import heartbeats
 from activities.config import BackupsConfig, load_config
 from activities.postgres import databases as dbs
-from activities.postgres.client_tools import parse_toc, pg_bin, run_tool
+from activities.postgres.client_tools import Connection, parse_toc, pg_bin, run_tool
 from activities.postgres.connection import Conn
 from activities.postgres.models import (
     BackupCheck,
@@ -162,14 +162,15 @@ async def snapshot_database(params: SnapshotInput) -> Snapshot:
                 taken_at=backup.taken_at,
                 database=conn.database,
                 row_counts=backup.row_counts,
+                database_oid=await _oid(conn),
             )
     db = await heartbeats.while_running(dbs.connect(conn, conn.database), "connecting")
     try:
         # Counts and dump from one snapshot: the manifest's counts are the dump's counts.
         await db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = await (await db.execute("SELECT pg_export_snapshot() AS s, now() AS t")).fetchone()
+        row = await (await db.execute(SNAPSHOT_QUERY)).fetchone()
         assert row is not None
-        snapshot_id, taken_at = row["s"], row["t"]
+        snapshot_id, taken_at, oid = row["s"], row["t"], row["oid"]
         counts = await _count_rows(db)
         argv = [str(pg_bin() / "pg_dump"), "-Fc", "--snapshot", snapshot_id, *conn.args()]
         digest, size = await heartbeats.while_running(
@@ -199,7 +200,25 @@ async def snapshot_database(params: SnapshotInput) -> Snapshot:
         taken_at=manifest.taken_at,
         database=conn.database,
         row_counts=counts,
+        database_oid=oid,
     )
+
+
+SNAPSHOT_QUERY = """
+    SELECT pg_export_snapshot() AS s, now() AS t,
+           (SELECT oid::bigint FROM pg_database WHERE datname = current_database()) AS oid
+"""
+
+
+async def _oid(conn: Connection) -> int | None:
+    """The live database's oid now (a retry that found its snapshot already uploaded)."""
+    admin = await dbs.connect(conn)
+    try:
+        found = await dbs.databases(admin, [conn.database])
+    finally:
+        await admin.close()
+    info = found.get(conn.database)
+    return int(info["oid"]) if info else None
 
 
 async def _count_rows(db: Conn) -> dict[str, int]:

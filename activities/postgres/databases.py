@@ -34,10 +34,11 @@ async def connect(conn: Connection, database: str | None = None) -> Conn:
 
 
 async def databases(admin: Conn, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Name -> {marker, owner, read_only, allow} for those of `names` that exist."""
+    """Name -> {marker, owner, read_only, allow, oid} for those of `names` that exist."""
     cur = await admin.execute(
         """
-        SELECT d.datname, pg_get_userbyid(d.datdba) AS owner, d.datallowconn AS allow,
+        SELECT d.datname, d.oid::bigint AS oid, pg_get_userbyid(d.datdba) AS owner,
+               d.datallowconn AS allow,
                shobj_description(d.oid, 'pg_database') AS comment,
                coalesce(%(ro)s = ANY(s.setconfig), false) AS read_only
         FROM pg_database d

@@ -52,6 +52,9 @@ class Snapshot(BaseModel):
     taken_at: datetime
     database: str
     row_counts: dict[str, int]
+    # The snapshotted database's identity (its oid): a database dropped and created again
+    # under the same name since is another database.
+    database_oid: int | None = None
 
     @property
     def url(self) -> str:
@@ -102,6 +105,10 @@ class SwitchInput(BaseModel):
     target: str
     names: DatabaseNames
     run: str
+    # The switch's preconditions (unset: not checked): the live database is still the one
+    # snapshotted (its oid), and still read-only (no write since the snapshot).
+    live_oid: int | None = None
+    live_read_only: bool = False
 
 
 class SwitchResult(BaseModel):

@@ -203,6 +203,7 @@ async def switch_in_restored(params: SwitchInput) -> SwitchResult:
                 non_retryable=True,
             )
         live = present.get(names.live)
+        _as_planned(params, live)
         # The restored database inherits read-only mode, so writes stay off until the exit.
         if live is not None and live["read_only"]:
             await dbs.set_read_only(admin, names.scratch, True)
@@ -223,6 +224,28 @@ async def switch_in_restored(params: SwitchInput) -> SwitchResult:
         detail=f"{names.live} is the restored database; the replaced one is {names.previous}",
         sessions_ended=ended,
     )
+
+
+def _as_planned(params: SwitchInput, live: dict[str, Any] | None) -> None:
+    """The switch's precondition: the live database is the one the plan's safety snapshot
+    was taken of, and no write reached it since (still read-only). Otherwise the snapshot
+    does not hold what the switch would discard: refuse, and let the run plan again."""
+    name = params.names.live
+    if params.live_oid is not None and (live is None or live["oid"] != params.live_oid):
+        now = f"oid {live['oid']}" if live else "gone"
+        raise ApplicationError(
+            f"{name} is not the database the plan was made for (snapshotted as oid "
+            f"{params.live_oid}, now {now})",
+            type="PlanDrift",
+            non_retryable=True,
+        )
+    if params.live_read_only and live is not None and not live["read_only"]:
+        raise ApplicationError(
+            f"{name} accepts writes again since its safety snapshot: writes made since would "
+            "be lost without a copy",
+            type="PlanDrift",
+            non_retryable=True,
+        )
 
 
 @activity.defn
