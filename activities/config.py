@@ -400,19 +400,56 @@ class RouteConfig(StrictModel):
     close_gate_on_resolve: bool = True
 
 
+class LimitsOverride(StrictModel):
+    """`[[safety.override]]`: other limits for one target, one runbook, or one runbook on one
+    target (the most specific override wins, field by field)."""
+
+    target: str | None = None
+    runbook: str | None = None
+    cooldown_seconds: int | None = Field(default=None, ge=0)
+    hourly_budget: int | None = Field(default=None, ge=0)
+    lease_ttl_seconds: int | None = Field(default=None, ge=10)
+
+    @model_validator(mode="after")
+    def _names_something(self) -> LimitsOverride:
+        if self.target is None and self.runbook is None:
+            raise ValueError("a [[safety.override]] needs `target`, `runbook` or both")
+        return self
+
+    def matches(self, target: str, runbook: str) -> bool:
+        return self.target in (None, target) and self.runbook in (None, runbook)
+
+    def specificity(self) -> int:
+        return (self.target is not None) * 2 + (self.runbook is not None)
+
+
 class SafetyLimits(StrictModel):
     """Per target and runbook: how often the engine may act on its own account."""
 
-    cooldown_seconds: int = 600
-    hourly_budget: int = 3
+    cooldown_seconds: int = Field(default=600, ge=0)
+    hourly_budget: int = Field(default=3, ge=0)
     # A run that died holding a target's lease frees it after this long.
-    lease_ttl_seconds: int = 1800
+    lease_ttl_seconds: int = Field(default=1800, ge=10)
+    override: list[LimitsOverride] = Field(default_factory=list)
     # Anyone with an identity may pull the kill switch; only this group may release it.
     resume_group: str = "engineering-leads"
     # After a remediation on a target ends, runbooks on the targets that depend on it wait
     # this long for its effect to show before they diagnose again (at most an hour: the
     # envelope keeps an hour of actions).
     dependency_settle_seconds: int = Field(default=180, ge=0, le=3600)
+
+    def for_run(self, target: str, runbook: str) -> SafetyLimits:
+        """The limits that apply to `runbook` on `target` (without the overrides list)."""
+        limits = self.model_copy(update={"override": []})
+        matching = sorted(
+            (o for o in self.override if o.matches(target, runbook)),
+            key=LimitsOverride.specificity,
+        )
+        for override in matching:
+            fields = ("cooldown_seconds", "hourly_budget", "lease_ttl_seconds")
+            chosen = {f: getattr(override, f) for f in fields if getattr(override, f) is not None}
+            limits = limits.model_copy(update=chosen)
+        return limits
 
 
 class EngineConfig(StrictModel):
@@ -451,6 +488,18 @@ class EngineConfig(StrictModel):
         for route in self.routes:
             if route.target not in self.targets:
                 raise ValueError(f"route {route.name!r} names unknown target {route.target!r}")
+        runbooks = sorted(RunbooksConfig.model_fields)
+        for override in self.safety.override:
+            if override.target is not None and override.target not in self.targets:
+                raise ValueError(
+                    f"[[safety.override]] names unknown target {override.target!r}: add "
+                    f"[targets.{override.target}] or fix the name"
+                )
+            if override.runbook is not None and override.runbook not in runbooks:
+                raise ValueError(
+                    f"[[safety.override]] names unknown runbook {override.runbook!r} (one of "
+                    f"{', '.join(runbooks)})"
+                )
         return self
 
     @model_validator(mode="after")
@@ -533,13 +582,17 @@ def load_config(path: Path | None = None) -> EngineConfig:
     return _cache[key]
 
 
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """One validation error as a line: where (when it is a field) and what."""
+    message = message.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {message}" if loc else message
+
+
 def parse_config(text: str, source: str = "<config>") -> EngineConfig:
     try:
         return EngineConfig.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source} is not valid TOML: {err}") from None
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in err.errors())
         raise ConfigError(f"{source} is invalid: {problems}") from None

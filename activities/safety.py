@@ -145,14 +145,14 @@ class SafetyActivities:
     @activity.defn
     async def safety_status(self, query: SafetyQuery) -> SafetyStatus:
         handle = self.client.get_workflow_handle(await self._handle())
-        query = query.model_copy(update={"limits": _limits()})
+        query = query.model_copy(update={"limits": _limits(query.target, query.runbook)})
         status: SafetyStatus = await handle.query("status", query, result_type=SafetyStatus)
         return status
 
     @activity.defn
     async def acquire_lease(self, request: LeaseRequest) -> LeaseResult:
         handle = self.client.get_workflow_handle(await self._handle())
-        request = request.model_copy(update={"limits": _limits()})
+        request = request.model_copy(update={"limits": _limits(request.target, request.runbook)})
         # Idempotent in the envelope: the same holder asking again keeps its lease.
         result: LeaseResult = await handle.execute_update(
             "acquire", request, result_type=LeaseResult
@@ -162,7 +162,11 @@ class SafetyActivities:
     @activity.defn
     async def check_in(self, request: LeaseCheckIn) -> CheckInResult:
         handle = self.client.get_workflow_handle(await self._handle())
-        request = request.model_copy(update={"limits": _limits()})
+        request = request.model_copy(
+            update={
+                "limits": _limits(request.targets[0] if request.targets else "", request.runbook)
+            }
+        )
         result: CheckInResult = await handle.execute_update(
             "check_in", request, result_type=CheckInResult
         )
@@ -183,5 +187,5 @@ class SafetyActivities:
         )
 
 
-def _limits() -> SafetyLimits:
-    return load_config().safety
+def _limits(target: str, runbook: str) -> SafetyLimits:
+    return load_config().safety.for_run(target, runbook)

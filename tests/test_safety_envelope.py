@@ -3,11 +3,14 @@ remediation per target, cooldown and budget that turn auto-approval off."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.config import ConfigError, load_config
 from tests.fake_system import AUTO, CONFIG, FakeSystem, Handle, envelope, running, status_is
 from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
 from workflows.models import RunbookInput, RunStatus
@@ -88,3 +91,42 @@ async def test_cooldown_turns_auto_approval_off_and_pages(
         assert [n.severity for n in system.notes if n.event == "safety_limit"] == ["page"]
         await second.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
         assert (await second.result()).status == RunStatus.REMEDIATED
+
+
+async def test_limits_set_for_one_target_and_runbook_apply_to_it_alone(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`[[safety.override]]` for pool_restart on orders-db: no unattended action at all there
+    (budget 0), while the global limits stay as they are for everything else."""
+    overrides = (
+        '\n[[safety.override]]\ntarget = "orders-db"\nrunbook = "pool_restart"\n'
+        'hourly_budget = 0\n\n[[safety.override]]\nrunbook = "rollback"\nhourly_budget = 9\n'
+    )
+    path = write_config(tmp_path, CONFIG.format(auto=AUTO) + overrides)
+    config = load_config(path)
+    assert config.safety.for_run("orders-db", "pool_restart").hourly_budget == 0
+    assert config.safety.for_run("orders-db", "rollback").hourly_budget == 9
+    assert config.safety.for_run("orders-db", "read_only").hourly_budget == 3
+    system = FakeSystem()
+    system.verifying_allowed.set()
+    async with running(time_skipping_env, system) as queue:
+        handle = await start(time_skipping_env, queue, "alertmanager")
+        gate = await wait_for_gate(handle)  # the plan is within the policy, but not the budget
+        report = await handle.query(PoolRestartWorkflow.report)
+        declined = [s.summary for s in report.steps if s.kind == "auto_approval_declined"]
+        assert declined == ["safety envelope: hourly budget used (0/0); a person must approve"]
+        await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
+        assert (await handle.result()).status == RunStatus.REMEDIATED
+
+
+def test_a_limits_override_must_name_a_known_target_and_runbook(tmp_path: Path) -> None:
+    for override, says in (
+        ('target = "nope"\nhourly_budget = 1', "unknown target 'nope'"),
+        ('runbook = "reboot"\nhourly_budget = 1', "unknown runbook 'reboot'"),
+        ("hourly_budget = 1", "needs `target`, `runbook` or both"),
+    ):
+        path = write_config(
+            tmp_path, CONFIG.format(auto="") + f"\n[[safety.override]]\n{override}\n"
+        )
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_config(path)
