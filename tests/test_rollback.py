@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
 from infra.fakes.platforms import GENERIC, RAILWAY, VERCEL, Platform, Release
 from infra.local_postgres import free_port
 from infra.processes import server_process
@@ -289,3 +290,35 @@ async def test_failed_verification_rolls_forward_when_asked_and_escalates(
     assert "rolled forward" in report.summary
     assert await platform.serving() == "rel-004"
     assert "compensation" in [s.kind for s in report.steps]
+
+
+async def test_a_rollback_cancelled_while_verifying_releases_its_lease_and_pages(
+    dev_env: WorkflowEnvironment, web: Web, platform: Platform, tmp_path: Path
+) -> None:
+    """Cancelled mid-act (rolled back, verifying): what was done stays done, nothing further
+    happens, the run says so and pages, and the target's lease is free again."""
+    configure(tmp_path, web, platform, auto=True)
+    releases = history(bad_newest=5)  # verification keeps failing: the run stays in it
+    await platform.scenario(releases, current="rel-004", on_switch=f"{web.url}/debug/release")
+    queue = f"rb-{uuid.uuid4().hex[:6]}"
+    async with build_worker(dev_env.client, queue):
+        handle = await start(dev_env, queue, roll_forward_on_failure="true")
+
+        async def verifying() -> bool:
+            report = await handle.query(RollbackWorkflow.report)
+            return report.status == RunStatus.VERIFYING
+
+        await eventually(verifying, 30)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        report = await handle.query(RollbackWorkflow.report)
+        envelope = dev_env.client.get_workflow_handle(safety_workflow_id(queue))
+        status = await envelope.query(
+            "status", SafetyQuery(target="web", runbook="rollback"), result_type=SafetyStatus
+        )
+    assert report.status == RunStatus.CANCELLED, report.summary
+    assert "cancelled while Verifying" in report.summary
+    assert "compensation" not in [s.kind for s in report.steps], "not rolled forward"
+    assert await platform.serving() == "rel-003"
+    assert status.holder is None
