@@ -12,6 +12,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.models import ReadOnlyInput
+from activities.postgres import logins
 from activities.postgres.read_only import check_writes, set_database_read_only
 from infra.local_postgres import PostgresServer
 from tests.support import write_config
@@ -80,3 +81,21 @@ async def test_enter_refuses_writes_everywhere_and_exit_restores_them(
     assert check.reads_ok and not check.writes_refused
     with psycopg.connect(ledger) as probe:  # the write probe left nothing behind
         assert probe.execute("SELECT to_regclass('_remediation_write_probe')").fetchone() == (None,)
+
+
+async def test_logins_change_while_the_database_is_read_only(
+    ledger: str, postgres: PostgresServer
+) -> None:
+    """A leaked login must be revocable in the middle of a read-only hold: the engine's admin
+    session changes passwords even though new sessions of the database are read-only."""
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER DATABASE ledger SET default_transaction_read_only = on")
+    try:
+        async with await logins.admin(postgres.dsn("ledger")) as conn:
+            await logins.set_password(conn, "ledger_app", "ledger-pw-2")
+        with psycopg.connect(ledger.replace("ledger-pw", "ledger-pw-2")) as conn:
+            assert conn.execute("SELECT count(*) FROM entries").fetchone() is not None
+    finally:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER ROLE ledger_app PASSWORD 'ledger-pw'")
+            conn.execute("ALTER DATABASE ledger RESET default_transaction_read_only")

@@ -103,7 +103,11 @@ def scram_verifier(password: str, salt: bytes | None = None) -> str:
 
 
 async def admin(dsn: str) -> Conn:
-    return await connect(dsn, "the database target's admin")
+    """The admin session that changes logins. It writes even while the database is read-only
+    (a leaked credential must be revocable in the middle of a read-only hold)."""
+    conn = await connect(dsn, "the database target's admin")
+    await conn.execute("SET default_transaction_read_only = off")
+    return conn
 
 
 async def require_roles(conn: Conn, users: list[str]) -> None:
