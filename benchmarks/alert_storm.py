@@ -81,7 +81,8 @@ def service(tmp: Path, temporal: str, token: str, port: int) -> subprocess.Popen
         "REMEDIATE_TEMPORAL_ADDRESS": temporal,
         "REMEDIATE_TASK_QUEUE": QUEUE,
     }
-    return subprocess.Popen(command, cwd=ROOT, env=env)
+    quiet = subprocess.DEVNULL  # the SDK logs each retried RPC while Temporal is down
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=quiet, stderr=quiet)
 
 
 async def outage(server: DevServer) -> None:
