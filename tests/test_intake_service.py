@@ -193,6 +193,8 @@ def service_process(
         "REMEDIATE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "REMEDIATE_TASK_QUEUE": queue,
         "REMEDIATE_API_PORT": str(port),
+        # However long a gate takes to open, a duplicate after it is batched (coalesced).
+        "REMEDIATE_COALESCE_FRESH_SECONDS": "300",
     }
     with server_process([sys.executable, "-m", "workers.service"], port, env):
         yield f"http://127.0.0.1:{port}", queue
@@ -237,13 +239,16 @@ async def run_incident(
     workflow_id = f"pool_restart-{target}"
     assert outcomes(await post(service, source, *firing)) == ["started"]
     await eventually(lambda: gate_open(service, workflow_id))
-    assert outcomes(await post(service, source, *again)) == ["attached"]
+    assert outcomes(await post(service, source, *again)) == ["coalesced"]
+    # The resolution is delivered after the batched duplicate (it is never batched itself).
     assert outcomes(await post(service, source, *resolved)) == ["resolved_delivered"]
     report: RunReport = await service.client.get_workflow_handle(
         workflow_id, result_type=RunReport
     ).result()
     kinds = [s.kind for s in report.steps]
     assert kinds.count("alert_duplicate") == 1 and "alert_resolved" in kinds
+    assert kinds.index("alert_duplicate") < kinds.index("alert_resolved")
+    assert report.alerts_attached == 2
     assert report.requested_by == f"alert:{source}"
     # The sender's start of the problem (startsAt, a PagerDuty incident's created_at) reached
     # the run, and the signed start still binds that input.
@@ -314,7 +319,7 @@ async def test_generic_resolution_is_recorded_but_the_route_keeps_the_gate(
 
     assert outcomes(await post(service, "generic", *signed("firing"))) == ["started"]
     await eventually(lambda: gate_open(service, workflow_id))
-    assert outcomes(await post(service, "generic", *signed("firing"))) == ["attached"]
+    assert outcomes(await post(service, "generic", *signed("firing"))) == ["coalesced"]
     assert outcomes(await post(service, "generic", *signed("resolved"))) == ["resolved_delivered"]
 
     async def resolution_recorded() -> bool:

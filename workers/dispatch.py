@@ -4,10 +4,15 @@ A firing alert is a signal-with-start on the runbook's deterministic workflow id
 starts the run, duplicates are delivered to it (and land in its audit trail). Temporal
 decides atomically which happened, so many intake replicas need no lock of their own. A
 resolved alert is only ever a signal: it never starts a run.
+
+A duplicate of a firing alert this process saw attached moments ago is batched instead
+(`workers.coalescer`) and answered "coalesced" before Temporal has it: it changes no decision.
+Everything else is answered only once Temporal recorded it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,20 +20,23 @@ from enum import StrEnum
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.config import EngineConfig
+from activities.config import EngineConfig, RouteConfig, load_config
 from workers.alert_payloads import IncomingAlert
+from workers.coalescer import Batch, CoalescePolicy, Coalescer, Key
+from workers.metrics import RUNS_STARTED
 from workers.routing import route_for
 from workers.runs import start_run, started
 from workflows.models import AlertSignal, RunbookInput
-from workflows.names import (
-    workflow_id_for,
-)
+from workflows.names import workflow_id_for
 from workflows.runbook import RunbookWorkflow
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
     STARTED = "started"
     ATTACHED = "attached"
+    COALESCED = "coalesced"
     RESOLVED_DELIVERED = "resolved_delivered"
     RESOLVED_NO_RUN = "resolved_no_run"
     UNROUTED = "unrouted"
@@ -52,42 +60,81 @@ class Dispatched:
         }
 
 
-async def dispatch(
-    client: Client, config: EngineConfig, task_queue: str, incoming: IncomingAlert
-) -> Dispatched:
-    alert = incoming.alert
-    route = route_for(config, alert)
-    if route is None:
-        return Dispatched(Outcome.UNROUTED, alert.fingerprint)
-    workflow_id = workflow_id_for(route.runbook, route.target)
-    signal = AlertSignal(status=incoming.status, alert=alert, received_at=datetime.now(UTC))
-    if incoming.status == "resolved":
+class Dispatcher:
+    """One per service process: the Temporal client, the task queue runs start on, and the
+    coalescer of this process's duplicates (None: every alert is its own RPC)."""
+
+    def __init__(
+        self, client: Client, task_queue: str, policy: CoalescePolicy | None = None
+    ) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.coalescer = None if policy is None else Coalescer(self._deliver_batch, policy)
+
+    async def dispatch(self, config: EngineConfig, incoming: IncomingAlert) -> Dispatched:
+        alert = incoming.alert
+        route = route_for(config, alert)
+        if route is None:
+            return Dispatched(Outcome.UNROUTED, alert.fingerprint)
+        workflow_id = workflow_id_for(route.runbook, route.target)
+        key = Key(route.name, workflow_id, alert.fingerprint)
+        signal = AlertSignal(status=incoming.status, alert=alert, received_at=datetime.now(UTC))
+        if incoming.status == "resolved":
+            outcome = await self._resolve(key, signal)
+        elif self.coalescer is not None and self.coalescer.offer(key, route, signal):
+            outcome = Outcome.COALESCED
+        else:
+            outcome = await self._fire(config, route, signal)
+            if self.coalescer is not None:
+                self.coalescer.confirmed(key)
+        return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
+
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Deliver the batched duplicates before the process exits."""
+        if self.coalescer is not None:
+            await self.coalescer.close(grace_seconds)
+
+    async def _resolve(self, key: Key, signal: AlertSignal) -> Outcome:
+        if self.coalescer is not None:
+            # The duplicates batched before it reach the run first; after it, the key's next
+            # firing alert is Temporal's to answer (the run may end now).
+            await self.coalescer.drain(key)
+            self.coalescer.forget(key)
         try:
-            await client.get_workflow_handle(workflow_id).signal(
+            await self.client.get_workflow_handle(key.workflow_id).signal(
                 RunbookWorkflow.alert_received, signal
             )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            outcome = Outcome.RESOLVED_NO_RUN
-        else:
-            outcome = Outcome.RESOLVED_DELIVERED
-        return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
-    handle = await start_run(
-        client,
-        config,
-        task_queue,
-        route.runbook,
-        RunbookInput(
-            target=route.target,
-            requested_by=f"alert:{alert.source}",
-            reason=alert.summary or alert.name,
-            alert=alert,
-            parameters=route.parameters,
-            close_gate_on_resolve=route.close_gate_on_resolve,
-        ),
-        summary=f"{route.runbook} on {route.target} for {alert.source} alert {alert.name}",
-        signal=signal,
-    )
-    outcome = Outcome.STARTED if started(handle) else Outcome.ATTACHED
-    return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
+            return Outcome.RESOLVED_NO_RUN
+        return Outcome.RESOLVED_DELIVERED
+
+    async def _fire(self, config: EngineConfig, route: RouteConfig, signal: AlertSignal) -> Outcome:
+        """Signal-with-start: the first firing alert starts the run, later ones attach."""
+        alert = signal.alert
+        handle = await start_run(
+            self.client,
+            config,
+            self.task_queue,
+            route.runbook,
+            RunbookInput(
+                target=route.target,
+                requested_by=f"alert:{alert.source}",
+                reason=alert.summary or alert.name,
+                alert=alert,
+                parameters=route.parameters,
+                close_gate_on_resolve=route.close_gate_on_resolve,
+            ),
+            summary=f"{route.runbook} on {route.target} for {alert.source} alert {alert.name}",
+            signal=signal,
+        )
+        return Outcome.STARTED if started(handle) else Outcome.ATTACHED
+
+    async def _deliver_batch(self, batch: Batch) -> None:
+        """A batch goes the way its first alert went, so a run that ended meanwhile is
+        started again rather than the duplicates lost."""
+        if await self._fire(load_config(), batch.route, batch.signal()) == Outcome.STARTED:
+            RUNS_STARTED.labels(batch.route.runbook).inc()
+            log.info("%d batched duplicates started a new %s run on %s (the last one ended)",
+                     batch.count, batch.route.runbook, batch.route.target)  # fmt: skip

@@ -22,17 +22,15 @@ from workers.alert_payloads import (
     from_pagerduty,
     from_prometheus_style,
 )
-from workers.dispatch import Dispatched, Outcome, dispatch
+from workers.dispatch import Dispatcher, Outcome
 from workers.http_common import (
     WEBHOOK_RESPONSES,
     check_hmac,
     configured_secrets,
     read_body,
     refuse,
-    temporal_client,
 )
 from workers.metrics import ALERTS, RUNS_STARTED
-from workers.settings import Settings
 from workers.webhook_auth import credential_matches, versioned_signatures
 
 router = APIRouter()
@@ -57,11 +55,12 @@ def _parse(model: type[T], body: bytes, source: str) -> T:
 
 async def _dispatch_all(request: Request, source: str, alerts: list[IncomingAlert]) -> IntakeResult:
     config: EngineConfig = load_config()
-    settings: Settings = request.app.state.settings
+    dispatcher: Dispatcher = request.app.state.dispatcher
     try:
-        done: list[Dispatched] = await asyncio.gather(
-            *(dispatch(temporal_client(request), config, settings.task_queue, a) for a in alerts)
-        )
+        if len(alerts) == 1:  # the common case, without a gather's task
+            done = [await dispatcher.dispatch(config, alerts[0])]
+        else:
+            done = list(await asyncio.gather(*(dispatcher.dispatch(config, a) for a in alerts)))
     except RPCError as err:
         # Temporal is unreachable: a 503 makes the sender retry, so nothing valid is lost.
         raise HTTPException(

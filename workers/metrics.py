@@ -11,6 +11,15 @@ from workflows.models import RunStatus
 ALERTS = Counter("remediate_alerts_total", "Alerts received", ["source", "outcome"])
 REJECTED = Counter("remediate_webhooks_rejected_total", "Webhooks refused", ["source", "reason"])
 RUNS_STARTED = Counter("remediate_runs_started_total", "Runs started by alerts", ["runbook"])
+COALESCE_FLUSHES = Counter(
+    "remediate_coalesce_flushes_total",
+    "Signals carrying batched duplicate alerts, by result (delivered, retried, failed)",
+    ["result"],
+)
+COALESCED_LOST = Counter(
+    "remediate_coalesced_alerts_lost_total",
+    "Duplicate alerts answered 202 whose batch never reached their run (retries exhausted)",
+)
 DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
 GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
 RUN_OUTCOMES = Gauge(

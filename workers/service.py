@@ -9,8 +9,9 @@ This module only assembles it; each role's routes are in their own module:
     workers/slack_routes.py     POST /slack/interactions
     workers/health_routes.py    GET /healthz, GET /metrics (metric objects: workers/metrics.py)
 
-Shared per-app state (`Settings`, the Temporal client) is put on `app.state` at start-up and
-read by the routes through `workers.http_common.temporal_client` and `request.app.state`.
+Shared per-app state (`Settings`, the Temporal client, the alert `Dispatcher`) is put on
+`app.state` at start-up and read by the routes through `workers.http_common.temporal_client`
+and `request.app.state`.
 
 Run: `uvicorn workers.service:app` (or `remediate-service`), with REMEDIATE_CONFIG set.
 """
@@ -32,7 +33,8 @@ from workers import (
     safety_routes,
     slack_routes,
 )
-from workers.settings import Settings, connect
+from workers.dispatch import Dispatcher
+from workers.settings import Settings, coalesce_policy, connect
 
 
 @asynccontextmanager
@@ -41,7 +43,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     load_config()  # a broken config stops start-up with its own message
     app.state.settings = settings
     app.state.client = await connect(settings)
+    app.state.dispatcher = Dispatcher(
+        app.state.client, settings.task_queue, coalesce_policy(settings)
+    )
     yield
+    await app.state.dispatcher.close()  # batched duplicates reach their runs before exit
 
 
 async def _error_body(request: Request, exc: HTTPException) -> JSONResponse:

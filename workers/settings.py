@@ -7,6 +7,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from workers.coalescer import CoalescePolicy
 from workflows.names import TASK_QUEUE
 
 
@@ -21,9 +22,23 @@ class Settings(BaseSettings):
     # Where the CLI finds the approval service: it starts, decides and pauses through it
     # (only the service can sign). The local stack's service listens here.
     api_url: str = "http://127.0.0.1:8000"
+    # Duplicates of a firing alert already attached to a running run are batched for this
+    # long into one signal (0: every alert is its own signal-with-start), while the run was
+    # seen attached within `coalesce_fresh_seconds` (see workers/coalescer.py).
+    coalesce_window_seconds: float = 0.25
+    coalesce_fresh_seconds: float = 10.0
     # Where the worker serves the Temporal SDK's Prometheus metrics (host:port), among them
     # `remediation_decisions_refused`; unset, it serves none.
     worker_metrics_address: str | None = None
+
+
+def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
+    if settings.coalesce_window_seconds <= 0:
+        return None
+    return CoalescePolicy(
+        window_seconds=settings.coalesce_window_seconds,
+        fresh_seconds=settings.coalesce_fresh_seconds,
+    )
 
 
 async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:

@@ -71,6 +71,10 @@ class AlertSignal(BaseModel):
     status: Literal["firing", "resolved"]
     alert: AlertContext
     received_at: datetime
+    # The intake batches duplicates of a firing alert into one signal: how many it carries,
+    # received between `first_received_at` and `received_at` (the last). Defaults: one alert.
+    count: int = 1
+    first_received_at: datetime | None = None
 
 
 class RunbookInput(BaseModel):
@@ -249,3 +253,5 @@ class RunReport(BaseModel):
     finished_at: datetime | None = None
     # Milestones a runbook marks (e.g. detected, approved, rolled_back, verified).
     timeline: dict[str, datetime] = Field(default_factory=dict)
+    # Firing alerts delivered to the run, the one that started it included.
+    alerts_attached: int = 0

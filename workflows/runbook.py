@@ -157,7 +157,8 @@ class RunbookWorkflow:
         re-fire reopens the question. Another alert's resolution routed here changes nothing."""
         alert = signal.alert
         if signal.status == "firing":
-            self.alerts_attached += 1
+            repeats = signal.count if self.alerts_attached else signal.count - 1
+            self.alerts_attached += signal.count
             was = self.incident.get(alert.fingerprint)
             self.incident[alert.fingerprint] = "firing"
             if was == "resolved":
@@ -169,14 +170,8 @@ class RunbookWorkflow:
                     fingerprint=alert.fingerprint,
                 )
                 self.gate.resolved_by = None
-            elif self.alerts_attached > 1:
-                self.audit.record(
-                    "alert_duplicate",
-                    f"{alert.source} alert {alert.name or alert.fingerprint} fired again; "
-                    "attached to this run",
-                    actor=alert.source,
-                    fingerprint=alert.fingerprint,
-                )
+            elif repeats > 0:
+                self._record_duplicates(signal, repeats)
             return
         if alert.fingerprint not in self.incident:
             self.audit.record(
@@ -456,6 +451,24 @@ class RunbookWorkflow:
         self.report_final = self._build_report(finished=True)
         return self.report_final
 
+    def _record_duplicates(self, signal: AlertSignal, repeats: int) -> None:
+        """One audit line per delivered signal, however many duplicates the intake batched
+        into it, so the trail accounts for each without one line (or one RPC) per alert."""
+        alert = signal.alert
+        name = alert.name or alert.fingerprint
+        first = signal.first_received_at or signal.received_at
+        again = "again" if signal.count == 1 else (
+            f"again {repeats} time{'s' if repeats > 1 else ''} between {first.isoformat()} "
+            f"and {signal.received_at.isoformat()}"
+        )  # fmt: skip
+        self.audit.record(
+            "alert_duplicate",
+            f"{alert.source} alert {name} fired {again}; attached to this run",
+            actor=alert.source,
+            fingerprint=alert.fingerprint,
+            count=repeats,
+        )
+
     def _build_report(self, finished: bool = False) -> RunReport:
         return RunReport(
             workflow_id=workflow.info().workflow_id,
@@ -470,4 +483,5 @@ class RunbookWorkflow:
             started_at=workflow.info().start_time,
             finished_at=workflow.now() if finished else None,
             timeline=dict(self.timeline),
+            alerts_attached=self.alerts_attached,
         )

@@ -1,0 +1,38 @@
+"""A Temporal dev server the benchmark can stop and start again with its state: persisted in a
+SQLite file (`--db-filename`), on a fixed port, so clients reconnect to the same address."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from infra.local_postgres import free_port, wait_for_port
+from workflows.names import SEARCH_ATTRIBUTES
+
+BIN = Path(sys.executable).parent
+
+
+class DevServer:
+    def __init__(self, directory: Path) -> None:
+        self.db = directory / "temporal.db"
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        attributes = [f"--search-attribute={a.name}=Keyword" for a in SEARCH_ATTRIBUTES]
+        self._process = subprocess.Popen(
+            [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+             "--port", str(self.port), "--db-filename", str(self.db),
+             *attributes],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port("127.0.0.1", self.port, 60)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._process = None
