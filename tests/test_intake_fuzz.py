@@ -4,6 +4,7 @@ the answer is never a 5xx, and nothing malformed or unauthenticated starts a run
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -59,7 +60,7 @@ def _signed(source: str, raw: bytes) -> dict[str, str]:
     if source == "alertmanager":
         return payloads.bearer(SECRETS["AM_TOKEN_TEST"])
     if source == "grafana":
-        return payloads.grafana_signed(SECRETS["GRAFANA_SECRET_TEST"], raw)
+        return payloads.grafana_signed(SECRETS["GRAFANA_SECRET_TEST"], raw, str(int(time.time())))
     if source == "pagerduty":
         return payloads.pagerduty_signed([SECRETS["PD_SECRET_TEST"]], raw)
     return payloads.generic_signed(SECRETS["GENERIC_SECRET_TEST"], raw)

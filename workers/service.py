@@ -33,6 +33,7 @@ from workers import (
     slack_routes,
 )
 from workers.body_limit import BodyLimit
+from workers.replay import DeliveryCache
 from workers.settings import Settings, connect
 
 
@@ -55,6 +56,9 @@ def create_app() -> FastAPI:
         app.include_router(module.router)
     error_handlers.install(app)
     app.add_middleware(BodyLimit)
+    # Per process, so only a hint (see `workers.replay`): a redelivery that reaches another
+    # process or a restarted one attaches to its run as a duplicate, nothing worse.
+    app.state.deliveries = DeliveryCache()
     return app
 
 
