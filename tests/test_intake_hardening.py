@@ -30,6 +30,7 @@ from tests.test_intake_service import (  # noqa: F401 - fixtures
     service_process,
     slack,
 )
+from workers.replay import DeliveryCache
 
 ODD_HEADERS: list[tuple[str, bytes]] = [
     ("X-PagerDuty-Signature", b"v1=\xe9"),
@@ -256,3 +257,15 @@ async def test_generic_signatures_older_or_newer_than_the_window_are_refused(
     response = await post(service, "generic", raw, no_timestamp)
     assert response.status_code == 401
     assert not any([await service.running(f"pool_restart-{t}") for t in TARGETS])
+
+
+def test_the_delivery_cache_forgets_after_its_ttl_and_stays_bounded() -> None:
+    now = [0.0]
+    cache = DeliveryCache(ttl_seconds=60, max_entries=3, clock=lambda: now[0])
+    cache.remember("a")
+    assert cache.seen("a") and not cache.seen("b")
+    now[0] = 61
+    assert not cache.seen("a")  # expired: a late retry attaches as a duplicate, nothing worse
+    for key in "bcde":
+        cache.remember(key)
+    assert not cache.seen("b") and all(cache.seen(k) for k in "cde")
