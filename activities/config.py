@@ -377,9 +377,11 @@ class IntakeConfig(StrictModel):
 
     alertmanager_tokens: list[SecretRef] = Field(default_factory=list)
     grafana_secrets: list[SecretRef] = Field(default_factory=list)
-    # Grafana lets you name both headers; these are its default and our suggestion.
+    # Grafana lets you name both headers; the signature's is Grafana's default. The timestamp
+    # header is optional in Grafana; once named here (we suggest X-Grafana-Alerting-Timestamp),
+    # every request must carry a recent one, which stops a captured request's replay.
     grafana_signature_header: str = "X-Grafana-Alerting-Signature"
-    grafana_timestamp_header: str = "X-Grafana-Alerting-Timestamp"
+    grafana_timestamp_header: str | None = None
     pagerduty_secrets: list[SecretRef] = Field(default_factory=list)
     generic_secrets: list[SecretRef] = Field(default_factory=list)
     # Slack app signing secrets: interaction callbacks (approval buttons) are verified with them.

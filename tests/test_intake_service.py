@@ -62,6 +62,7 @@ CONFIG = """
 [intake]
 alertmanager_tokens = [{{ env = "AM_TOKEN_TEST" }}, {{ env = "AM_TOKEN_NEXT_TEST" }}]
 grafana_secrets = [{{ env = "GRAFANA_SECRET_TEST" }}]
+grafana_timestamp_header = "X-Grafana-Alerting-Timestamp"
 pagerduty_secrets = [{{ env = "PD_SECRET_TEST" }}, {{ env = "PD_SECRET_NEXT_TEST" }}]
 generic_secrets = [{{ env = "GENERIC_SECRET_TEST" }}]
 slack_signing_secrets = [{{ env = "SLACK_SIGNING_TEST" }}]
@@ -278,15 +279,13 @@ async def test_grafana_firing_duplicate_resolved(service: Service) -> None:
     labels = {"alertname": "DBConnectionsHigh", "grafana_folder": "db"}
     secret = SECRETS["GRAFANA_SECRET_TEST"]
 
-    def signed(status: str, timestamp: str | None) -> tuple[bytes, dict[str, str]]:
+    def signed(status: str) -> tuple[bytes, dict[str, str]]:
         raw = payloads.encode(payloads.grafana(status, labels, "g-123"))
-        return raw, payloads.grafana_signed(secret, raw, timestamp)
+        return raw, payloads.grafana_signed(secret, raw, str(int(time.time())))
 
-    now = str(int(time.time()))
     report = await run_incident(
-        service, "grafana", signed("firing", now), signed("firing", None),
-        signed("resolved", now), "grafana-db",
-    )  # fmt: skip
+        service, "grafana", signed("firing"), signed("firing"), signed("resolved"), "grafana-db"
+    )
     assert report.status == "ResolvedBeforeApproval"
 
 

@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
-from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
 from workers.approvals import DecisionError, decide, end_hold, open_gate, pending_gates
 from workers.http_common import (
+    TEMPORAL_DOWN,
     ErrorBody,
     bearer_token,
     caller_identity,
@@ -45,7 +45,7 @@ async def list_approvals(
     caller_identity(authorization)
     try:
         gates = await pending_gates(temporal_client(request))
-    except RPCError as err:
+    except TEMPORAL_DOWN as err:
         raise temporal_unavailable(err) from None
     GATES_PENDING.set(len(gates))
     return gates
@@ -64,14 +64,14 @@ async def run_gate(
         return await open_gate(temporal_client(request), workflow_id)
     except DecisionError as err:
         raise HTTPException(status_code=err.status, detail=str(err)) from None
-    except RPCError as err:
+    except TEMPORAL_DOWN as err:
         raise temporal_unavailable(err) from None
 
 
 @router.post(
     "/approvals/{workflow_id}/{kind}",
     responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
-               409: {"model": ErrorBody}},
+               409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )  # fmt: skip
 async def decide_gate(
     request: Request,
@@ -96,6 +96,9 @@ async def decide_gate(
         DECISIONS.labels(kind, "refused").inc()
         logger.warning("refused %s of %s: %s", kind, workflow_id, err)
         raise HTTPException(status_code=err.status, detail=str(err)) from None
+    except TEMPORAL_DOWN as err:
+        DECISIONS.labels(kind, "unavailable").inc()
+        raise temporal_unavailable(err) from None
     DECISIONS.labels(kind, decision.outcome.value).inc()
     return decision
 
@@ -119,4 +122,6 @@ async def end_read_only_hold(
         raise HTTPException(status_code=401, detail=str(err)) from None
     except DecisionError as err:
         raise HTTPException(status_code=err.status, detail=str(err)) from None
+    except TEMPORAL_DOWN as err:
+        raise temporal_unavailable(err) from None
     return {"result": result}

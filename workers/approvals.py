@@ -3,7 +3,12 @@ an authenticated caller's decision into a signed Update on the exact plan they s
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -12,7 +17,7 @@ from activities.approval_auth import DecisionKind, DecisionRequest, identify
 from activities.config import EngineConfig
 from workers.signing import gate_decision
 from workflows.models import ApprovalDecision, GateView
-from workflows.names import SA_STATUS
+from workflows.names import READ_ONLY, RUNBOOK_WORKFLOW_TYPES, SA_STATUS
 from workflows.read_only import EndHold, ReadOnlyWorkflow
 from workflows.runbook import RunbookWorkflow
 
@@ -40,6 +45,33 @@ class RunEndedError(DecisionError):
         return err
 
 
+class NotARemediationError(DecisionError):
+    """The workflow exists but is no runbook's run (the safety envelope, say): it has no
+    gate, and a decision on it is a mistake in the id."""
+
+    def __init__(self, workflow_id: str, workflow_type: str) -> None:
+        super().__init__(
+            f"{workflow_id} is not a remediation run (it is a {workflow_type}); use the id of "
+            "a run from GET /approvals",
+            404,
+        )
+
+
+async def remediation_run(client: Client, workflow_id: str) -> WorkflowExecutionDescription:
+    """The run `workflow_id` as Temporal describes it: DecisionError 404 if there is none, or
+    if it is not a runbook's run (no `pending_gate`, `approve` or `reject` to call on it)."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        # INVALID_ARGUMENT: an id Temporal refuses (too long, say) is no run either.
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
+        raise
+    if described.workflow_type not in RUNBOOK_WORKFLOW_TYPES.values():
+        raise NotARemediationError(workflow_id, described.workflow_type)
+    return described
+
+
 async def pending_gates(client: Client) -> list[GateView]:
     gates = []
     query = f"{SA_STATUS.name} = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
@@ -55,16 +87,10 @@ async def open_gate(client: Client, workflow_id: str) -> GateView | None:
     """The gate open on `workflow_id` now, or None while it runs without one (between gates,
     or before its first). DecisionError 404 if there is no such run; RunEndedError if it
     has finished."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        described = await handle.describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
-        raise
+    described = await remediation_run(client, workflow_id)
     if described.status != WorkflowExecutionStatus.RUNNING:
         raise RunEndedError(workflow_id, described.status)
-    return await handle.query(RunbookWorkflow.pending_gate)
+    return await client.get_workflow_handle(workflow_id).query(RunbookWorkflow.pending_gate)
 
 
 async def decide(
@@ -91,13 +117,9 @@ async def decide_as(
     reason: str = "",
     plan_id: str | None = None,
 ) -> ApprovalDecision:
+    await remediation_run(client, workflow_id)
     handle = client.get_workflow_handle(workflow_id)
-    try:
-        gate = await handle.query(RunbookWorkflow.pending_gate)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
-        raise
+    gate = await handle.query(RunbookWorkflow.pending_gate)
     if gate is None:
         raise DecisionError(f"{workflow_id} has no gate awaiting a decision", 409)
     if plan_id is not None and plan_id != gate.plan.plan_id:
@@ -109,6 +131,10 @@ async def decide_as(
     update = RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject
     try:
         return await handle.execute_update(update, request, id=_update_id(request))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since the query
+            raise RunEndedError(workflow_id, None) from None
+        raise
     except WorkflowUpdateFailedError as err:
         raise DecisionError(_reason(err), 403) from None
 
@@ -119,14 +145,17 @@ async def end_hold(
     """End a read-only hold early, as the caller's identity. Not a decision to restore
     writes: the run's exit plan then waits at its gate like any other."""
     caller = identify(config, token)  # AuthenticationFailedError before anything happens
+    described = await remediation_run(client, workflow_id)
+    if described.workflow_type != RUNBOOK_WORKFLOW_TYPES[READ_ONLY]:
+        raise DecisionError(f"{workflow_id} is not a read_only run: it holds nothing", 409)
     handle = client.get_workflow_handle(workflow_id)
     try:
         return await handle.execute_update(
             ReadOnlyWorkflow.end_hold, EndHold(requested_by=caller, reason=reason)
         )
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise DecisionError(f"no remediation {workflow_id!r}", 404) from None
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since
+            raise RunEndedError(workflow_id, None) from None
         raise
     except WorkflowUpdateFailedError as err:
         raise DecisionError(f"{workflow_id}: {_reason(err)}", 409) from None

@@ -1,26 +1,44 @@
-"""The operational endpoints: GET /healthz (answers only when Temporal does) and GET /metrics
-(Prometheus text; refreshes the gauges counted from Temporal first, and still answers, with the
-last values, when Temporal does not). The metric objects themselves are in `workers.metrics`."""
+"""The operational endpoints: GET /healthz (readiness: 200 only when Temporal answers, else
+503 JSON, so a load balancer sends alerts to a replica that can take them), GET /livez
+(liveness: 200 while the process serves HTTP, whatever Temporal does, so an orchestrator
+does not restart the service for Temporal's outage), and GET /metrics (Prometheus text;
+refreshes the gauges counted from Temporal first, and still answers, with the last values,
+when Temporal does not). The metric objects themselves are in `workers.metrics`."""
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
+from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from temporalio.service import RPCError
 
-from workers.http_common import temporal_client
+from workers.http_common import TEMPORAL_DOWN, ErrorBody, temporal_client, why_unreachable
 from workers.metrics import GATES_PENDING, OUTCOMES, RUN_OUTCOMES
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+HEALTH_TIMEOUT = timedelta(seconds=3)
+
+
+@router.get("/healthz", responses={503: {"model": ErrorBody}})
 async def healthz(request: Request) -> dict[str, str]:
-    await temporal_client(request).service_client.check_health()
+    try:
+        await temporal_client(request).service_client.check_health(timeout=HEALTH_TIMEOUT)
+    except TEMPORAL_DOWN as err:
+        raise HTTPException(
+            503,
+            f"Temporal unreachable ({why_unreachable(err)}): alerts and decisions answer 503 "
+            "until it is back; check the Temporal server and REMEDIATE_TEMPORAL_ADDRESS",
+        ) from None
+    return {"status": "ok"}
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -28,7 +46,7 @@ async def healthz(request: Request) -> dict[str, str]:
 async def metrics(request: Request) -> Response:
     client = temporal_client(request)
     query = "RemediationStatus = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
-    with suppress(RPCError):  # metrics still answer when Temporal does not
+    with suppress(*TEMPORAL_DOWN):  # metrics still answer when Temporal does not
         pending, *finished = await asyncio.gather(
             client.count_workflows(query),
             *(client.count_workflows(f"RemediationStatus = '{s.value}'") for s in OUTCOMES),

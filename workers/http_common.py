@@ -10,16 +10,16 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
-from temporalio.client import Client
+from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, identify
 from activities.config import SecretRef, load_config
 from activities.secrets.references import resolve_secret
+from workers.body_limit import MAX_BODY_BYTES, BodyTooLarge
+from workers.error_handlers import RETRY_AFTER_SECONDS
 from workers.metrics import REJECTED
 from workers.webhook_auth import any_signature_matches, timestamp_fresh
-
-MAX_BODY_BYTES = 1 << 20
 
 
 class ErrorBody(BaseModel):
@@ -46,9 +46,12 @@ def refuse(source: str, reason: str, status: int, message: str) -> HTTPException
 
 
 async def read_body(request: Request, source: str) -> bytes:
+    """The raw body, for authentication. Its size is bounded as it streams in, before
+    anything here reads it (`workers.body_limit`, around the whole app)."""
     body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise refuse(source, "too_large", 413, "payload larger than 1 MiB")
+    if len(body) > MAX_BODY_BYTES:  # only if the app was assembled without BodyLimit
+        REJECTED.labels(source, "too_large").inc()
+        raise BodyTooLarge()
     return body
 
 
@@ -71,7 +74,13 @@ def check_hmac(
     secrets = configured_secrets(refs, source)
     window = config.intake.timestamp_tolerance_seconds
     if timestamp is not None and not timestamp_fresh(timestamp, time.time(), window):
-        raise refuse(source, "stale", 401, "missing timestamp or outside the accepted window")
+        raise refuse(
+            source,
+            "stale",
+            401,
+            f"the signed timestamp is missing or not within {window} s of now: sign and send "
+            "the current time (and check the sender's clock)",
+        )
     if not any_signature_matches(secrets, signed, signatures):
         raise refuse(source, "unauthenticated", 401, "missing or wrong signature")
 
@@ -91,9 +100,22 @@ def caller_identity(authorization: str) -> str:
         raise HTTPException(status_code=401, detail=str(err)) from None
 
 
-def temporal_unavailable(err: RPCError) -> HTTPException:
-    """Temporal (or the worker answering a query) did not answer: 503, so a caller retries."""
+# What a call to Temporal raises when the server (or the worker answering a query or an
+# Update) does not answer in time.
+TEMPORAL_DOWN = (RPCError, RPCTimeoutOrCancelledError)
+
+
+def why_unreachable(err: RPCError | RPCTimeoutOrCancelledError) -> str:
+    return err.status.name if isinstance(err, RPCError) else "timed out"
+
+
+def temporal_unavailable(err: RPCError | RPCTimeoutOrCancelledError) -> HTTPException:
+    """Temporal (or the worker answering a query) did not answer: 503 with Retry-After, so a
+    caller retries."""
+    how = why_unreachable(err)
     return HTTPException(
         status_code=503,
-        detail=f"Temporal did not answer ({err.status.name}): is it up, and a worker running?",
+        detail=f"Temporal did not answer ({how}): retry shortly; if it lasts, "
+        "check that the Temporal server is up and a worker is running",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )

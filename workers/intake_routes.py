@@ -31,6 +31,7 @@ from workers.http_common import (
     refuse,
 )
 from workers.metrics import ALERTS, RUNS_STARTED
+from workers.replay import DeliveryCache
 from workers.webhook_auth import credential_matches, versioned_signatures
 
 router = APIRouter()
@@ -41,6 +42,8 @@ T = TypeVar("T", bound=BaseModel)
 class IntakeResult(BaseModel):
     accepted: int
     results: list[dict[str, str | None]] = Field(default_factory=list)
+    # True: a redelivery of one already taken; answered so the sender stops, nothing started.
+    duplicate_delivery: bool = False
 
 
 def _parse(model: type[T], body: bytes, source: str) -> T:
@@ -109,14 +112,18 @@ async def alertmanager(
 )
 async def grafana(request: Request) -> IntakeResult:
     """Grafana webhook contact point with an HMAC-SHA256 signature (hex) in the configured
-    header; when a timestamp header is configured, Grafana signs `timestamp:body`, and the
-    timestamp must also be recent."""
+    header; once `grafana_timestamp_header` is configured, Grafana signs `timestamp:body`, and
+    the timestamp must be present and recent."""
     intake = load_config().intake
     signature = request.headers.get(intake.grafana_signature_header, "")
-    timestamp = request.headers.get(intake.grafana_timestamp_header) or None
     body = await read_body(request, "grafana")
-    signed = f"{timestamp}:".encode() + body if timestamp else body
-    check_hmac("grafana", intake.grafana_secrets, signed, [signature], timestamp)
+    if intake.grafana_timestamp_header is None:
+        check_hmac("grafana", intake.grafana_secrets, body, [signature])
+    else:
+        # Configured: required, so a captured request cannot be replayed without it.
+        timestamp = request.headers.get(intake.grafana_timestamp_header, "")
+        signed = f"{timestamp}:".encode() + body
+        check_hmac("grafana", intake.grafana_secrets, signed, [signature], timestamp)
     payload = _parse(GrafanaPayload, body, "grafana")
     return await _dispatch_all(request, "grafana", from_prometheus_style("grafana", payload))
 
@@ -130,14 +137,27 @@ async def grafana(request: Request) -> IntakeResult:
 async def pagerduty(
     request: Request,
     signature: Annotated[str, Header(alias="X-PagerDuty-Signature")] = "",
+    webhook_id: Annotated[str, Header(alias="X-Webhook-Id")] = "",
 ) -> IntakeResult:
     """PagerDuty V3 webhook: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, HMAC-SHA256 of
-    the raw body; several signatures while a secret rotates."""
+    the raw body; several signatures while a secret rotates. A redelivery (same event, or
+    same `X-Webhook-Id`) already taken is answered 202 `duplicate_delivery` and reaches no run
+    (`workers.replay`)."""
     body = await read_body(request, "pagerduty")
     secrets = load_config().intake.pagerduty_secrets
     check_hmac("pagerduty", secrets, body, versioned_signatures(signature))
     payload = _parse(PagerDutyPayload, body, "pagerduty")
-    return await _dispatch_all(request, "pagerduty", from_pagerduty(payload))
+    deliveries: DeliveryCache = request.app.state.deliveries
+    # The event id is signed; X-Webhook-Id is not, but PagerDuty repeats it on each retry.
+    keys = [f"pagerduty-event:{payload.event.id}"]
+    keys += [f"pagerduty-webhook:{webhook_id}"] if webhook_id else []
+    if any(deliveries.seen(key) for key in keys):
+        ALERTS.labels("pagerduty", "duplicate_delivery").inc()
+        return IntakeResult(accepted=0, duplicate_delivery=True)
+    result = await _dispatch_all(request, "pagerduty", from_pagerduty(payload))
+    for key in keys:  # only once taken: a retry after a 503 must get through
+        deliveries.remember(key)
+    return result
 
 
 @router.post(

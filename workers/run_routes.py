@@ -13,7 +13,13 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from activities.config import ConfigError, load_config
-from workers.http_common import ErrorBody, caller_identity, temporal_client
+from workers.http_common import (
+    TEMPORAL_DOWN,
+    ErrorBody,
+    caller_identity,
+    temporal_client,
+    temporal_unavailable,
+)
 from workers.runs import start_run, started
 from workers.settings import Settings
 from workflows.models import RunbookInput
@@ -64,14 +70,17 @@ async def start_runbook(
     )
     summary = f"{body.runbook} on {body.target}" + (" (dry run)" if body.dry_run else "")
     settings: Settings = request.app.state.settings
-    handle = await start_run(
-        temporal_client(request),
-        config,
-        settings.task_queue,
-        body.runbook,
-        params,
-        summary=summary,
-    )
+    try:
+        handle = await start_run(
+            temporal_client(request),
+            config,
+            settings.task_queue,
+            body.runbook,
+            params,
+            summary=summary,
+        )
+    except TEMPORAL_DOWN as err:
+        raise temporal_unavailable(err) from None
     return StartResult(
         workflow_id=handle.id,
         run_id=handle.result_run_id or "",

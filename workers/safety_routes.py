@@ -21,7 +21,13 @@ from activities.safety import (
     SafetyStatus,
     safety_workflow_id,
 )
-from workers.http_common import ErrorBody, caller_identity, temporal_client
+from workers.http_common import (
+    TEMPORAL_DOWN,
+    ErrorBody,
+    caller_identity,
+    temporal_client,
+    temporal_unavailable,
+)
 from workers.settings import Settings
 from workers.signing import safety_decision
 
@@ -63,9 +69,9 @@ async def switch(
         raise HTTPException(403, f"{who} is not in {group}, who may resume remediations")
     settings: Settings = request.app.state.settings
     client = temporal_client(request)
-    workflow_id = await _envelope(client, settings.task_queue)
-    token = safety_decision(config, who, kind, workflow_id, body.reason)
     try:
+        workflow_id = await _envelope(client, settings.task_queue)
+        token = safety_decision(config, who, kind, workflow_id, body.reason)
         status: SafetyStatus = await client.get_workflow_handle(workflow_id).execute_update(
             kind,
             PauseRequest(token=token, by=who, reason=body.reason),
@@ -76,6 +82,8 @@ async def switch(
         cause = err.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause)
         raise HTTPException(403, message) from None
+    except TEMPORAL_DOWN as err:
+        raise temporal_unavailable(err) from None
     return status
 
 
@@ -87,8 +95,11 @@ async def safety_state(
     caller_identity(authorization)
     settings: Settings = request.app.state.settings
     client = temporal_client(request)
-    workflow_id = await _envelope(client, settings.task_queue)
-    status: SafetyStatus = await client.get_workflow_handle(workflow_id).query(
-        "status", SafetyQuery(target="", runbook=""), result_type=SafetyStatus
-    )
+    try:
+        workflow_id = await _envelope(client, settings.task_queue)
+        status: SafetyStatus = await client.get_workflow_handle(workflow_id).query(
+            "status", SafetyQuery(target="", runbook=""), result_type=SafetyStatus
+        )
+    except TEMPORAL_DOWN as err:
+        raise temporal_unavailable(err) from None
     return status

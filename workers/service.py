@@ -7,7 +7,7 @@ This module only assembles it; each role's routes are in their own module:
     workers/run_routes.py       POST /runs (start a runbook as the caller)
     workers/safety_routes.py    POST /safety/pause | resume, GET /safety (the kill switch)
     workers/slack_routes.py     POST /slack/interactions
-    workers/health_routes.py    GET /healthz, GET /metrics (metric objects: workers/metrics.py)
+    workers/health_routes.py    GET /healthz, GET /livez, GET /metrics (workers/metrics.py)
 
 Shared per-app state (`Settings`, the Temporal client, the alert `Dispatcher`) is put on
 `app.state` at start-up and read by the routes through `workers.http_common.temporal_client`
@@ -21,19 +21,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from activities.config import load_config
 from workers import (
     approval_routes,
+    error_handlers,
     health_routes,
     intake_routes,
     run_routes,
     safety_routes,
     slack_routes,
 )
+from workers.body_limit import BodyLimit
 from workers.dispatch import Dispatcher
+from workers.replay import DeliveryCache
 from workers.settings import Settings, coalesce_policy, connect
 
 
@@ -50,18 +52,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.dispatcher.close()  # batched duplicates reach their runs before exit
 
 
-async def _error_body(request: Request, exc: HTTPException) -> JSONResponse:
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
-
 def create_app() -> FastAPI:
-    """The service's app: every router, in the order their routes were always matched, and
-    errors as `{"error": "..."}`."""
+    """The service's app: every router, in the order their routes were always matched;
+    bodies bounded before anything reads them (`workers.body_limit`); errors as
+    `{"error": "..."}` (`workers.error_handlers`)."""
     app = FastAPI(title="Remediation engine: intake and approvals", lifespan=lifespan)
     routers = (intake_routes, approval_routes, run_routes, safety_routes, slack_routes)
     for module in (*routers, health_routes):
         app.include_router(module.router)
-    app.exception_handler(HTTPException)(_error_body)
+    error_handlers.install(app)
+    app.add_middleware(BodyLimit)
+    # Per process, so only a hint (see `workers.replay`): a redelivery that reaches another
+    # process or a restarted one attaches to its run as a duplicate, nothing worse.
+    app.state.deliveries = DeliveryCache()
     return app
 
 
