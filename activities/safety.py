@@ -9,7 +9,7 @@ activities never import workflow code.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 from temporalio import activity
@@ -31,6 +31,9 @@ class SafetyQuery(BaseModel):
     target: str
     runbook: str
     limits: SafetyLimits = Field(default_factory=SafetyLimits)
+    # The asker's clock. A query runs on the envelope's last workflow task, whose time may be
+    # long past: cooldowns, the hourly window and lease expiry are judged at this time.
+    now: datetime | None = None
 
 
 class SwitchRecord(BaseModel):
@@ -145,7 +148,8 @@ class SafetyActivities:
     @activity.defn
     async def safety_status(self, query: SafetyQuery) -> SafetyStatus:
         handle = self.client.get_workflow_handle(await self._handle())
-        query = query.model_copy(update={"limits": _limits(query.target, query.runbook)})
+        limits = _limits(query.target, query.runbook)
+        query = query.model_copy(update={"limits": limits, "now": datetime.now(UTC)})
         status: SafetyStatus = await handle.query("status", query, result_type=SafetyStatus)
         return status
 

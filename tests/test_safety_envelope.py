@@ -3,6 +3,7 @@ remediation per target, cooldown and budget that turn auto-approval off."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from pathlib import Path
@@ -130,3 +131,22 @@ def test_a_limits_override_must_name_a_known_target_and_runbook(tmp_path: Path) 
         )
         with pytest.raises(ConfigError, match=re.escape(says)):
             load_config(path)
+
+
+async def test_a_cooldown_ends_when_its_time_has_passed_even_if_the_envelope_was_idle(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The envelope answers status queries from its last workflow task; judged at that task's
+    time, a cooldown long over still looked active until something else woke the envelope.
+    Status is now judged at the asker's time."""
+    write_config(tmp_path, CONFIG.format(auto=AUTO) + "\n[safety]\ncooldown_seconds = 2\n")
+    system = FakeSystem()
+    system.verifying_allowed.set()
+    async with running(dev_env, system) as queue:
+        first = await (await start(dev_env, queue, "alertmanager")).result()
+        assert first.decisions[0].by_policy == "small-idle-cleanup"
+        await asyncio.sleep(3)  # the cooldown is over; nothing has touched the envelope since
+        # Judged at the stale time, it would wait at a gate for a person instead.
+        second = await asyncio.wait_for((await start(dev_env, queue, "alertmanager")).result(), 30)
+    assert second.decisions[0].by_policy == "small-idle-cleanup", second.summary
+    assert not [s for s in second.steps if s.kind == "auto_approval_declined"]

@@ -276,6 +276,8 @@ class SafetyEnvelopeWorkflow:
 
     def _status(self, query: SafetyQuery | None) -> SafetyStatus:
         now = workflow.now()
+        if query is not None and query.now is not None:
+            now = max(now, query.now)
         status = SafetyStatus(
             paused=self.state.paused,
             paused_by=self.state.paused_by,
