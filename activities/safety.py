@@ -120,6 +120,11 @@ class PauseRequest(BaseModel):
     reason: str = ""
 
 
+class OpenRunsQuery(BaseModel):
+    target: str
+    exclude: str = ""  # the asking run's own workflow id
+
+
 class SafetyPolicy(BaseModel):
     """What the envelope needs to check a signed pause or resume (public keys: not secret)."""
 
@@ -180,6 +185,21 @@ class SafetyActivities:
     async def release_lease(self, release: LeaseRelease) -> None:
         handle = self.client.get_workflow_handle(await self._handle())
         await handle.execute_update("release", release)
+
+    @activity.defn
+    async def open_runs(self, query: OpenRunsQuery) -> list[str]:
+        """Remediation runs still open on a target (from Temporal's visibility: a run at its
+        gate holds no lease yet, but it is a remediation in progress)."""
+        name = query.target.replace("\\", "\\\\").replace("'", "\\'")
+        queue = activity.info().task_queue  # this deployment's runs, as the envelope's
+        found = []
+        async for run in self.client.list_workflows(
+            f"RemediationTarget = '{name}' AND ExecutionStatus = 'Running' "
+            f"AND TaskQueue = '{queue}'"
+        ):
+            if run.id != query.exclude:
+                found.append(run.id)
+        return sorted(found)
 
     @activity.defn
     async def safety_policy(self) -> SafetyPolicy:

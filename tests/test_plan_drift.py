@@ -25,6 +25,7 @@ from typing import Any
 
 import boto3
 import psycopg
+import pytest
 from psycopg import sql
 from temporalio.testing import WorkflowEnvironment
 
@@ -192,3 +193,31 @@ async def approve_at(
             RunbookWorkflow.approve, mint(who, gate, "approve")
         )
     return gate
+
+
+async def test_a_refresh_due_with_the_reminder_still_looks_again(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """refresh_after equal to remind_after: at that moment the gate pages again AND diagnoses
+    again (the reminder used to take the refresh's turn, so the first look came a whole period
+    late). The pool recovered meanwhile: the plan is superseded at the first tick."""
+    write_config(tmp_path, CONFIG.format(auto="refresh_after = 600"))
+    system = FakeSystem()
+    async with running(time_skipping_env, system) as queue:
+        handle = await start_signed(
+            time_skipping_env.client,
+            PoolRestartWorkflow.run,
+            RunbookInput(target="orders-db", requested_by="alice"),
+            id=f"tick-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+            now=await time_skipping_env.get_current_time(),
+        )
+        await wait_for_gate(handle)
+        system.total = 20
+        report = await handle.result()
+    assert report.status == RunStatus.NO_ACTION_NEEDED, report.summary
+    opened = next(s.at for s in report.steps if s.kind == "gate_opened")
+    reminded = next(s.at for s in report.steps if s.kind == "gate_reminder")
+    superseded = next(d for d in report.decisions if d.outcome == "superseded")
+    assert (reminded - opened).total_seconds() == pytest.approx(600, abs=5)
+    assert (superseded.decided_at - opened).total_seconds() == pytest.approx(600, abs=5)

@@ -20,15 +20,22 @@ from typing import Any
 
 import httpx
 from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.safety import LeaseRelease, LeaseRequest, LeaseResult, safety_workflow_id
 from infra.fakes.platforms import Platform
-from tests.support import Receiver, eventually, record_history, start_signed, write_config
+from tests.stand_in import AtItsGate
+from tests.support import Receiver, eventually, mint, record_history, start_signed, write_config
 from tests.test_rollback import AUTO, CONFIG, Web, history, platform, web
-from workers.worker import build_worker
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, activities_for, build_worker
 from workflows.models import AlertContext, RunbookInput, RunReport, RunStatus
+from workflows.names import SA_TARGET
 from workflows.rollback import RollbackWorkflow
 
 __all__ = ["platform", "web"]  # the module-scoped fixtures of tests/test_rollback.py
@@ -250,3 +257,55 @@ async def test_a_dependency_still_being_remediated_at_the_deadline_escalates(
     ), report.summary
     assert await platform.rollbacks_requested() == 0
     assert [n["severity"] for n in webhook.received if n["event"] == "escalation"] == ["page"]
+
+
+async def test_a_remediation_of_the_dependency_that_began_after_approval_stops_the_act(
+    dev_env: WorkflowEnvironment, web: Web, platform: Platform, tmp_path: Path, webhook: Receiver
+) -> None:
+    """Found re-running the issue by hand: web's rollback was planned while orders-db's
+    remediation had not begun (or sat at its gate, holding no lease), and acted on a database
+    symptom. Now a run at its gate counts as a remediation in progress, and the dependency is
+    checked again after approval: the approved rollback is dropped, the run waits, and once
+    the database is fixed it finds web up. Nothing is rolled back."""
+    configure(tmp_path, web, platform, webhook, depends=True)
+    await platform.scenario(history(bad_newest=0), current="rel-004",
+                            on_switch=f"{web.url}/debug/release")  # fmt: skip
+    queue = f"rb-{uuid.uuid4().hex[:6]}"
+    worker = Worker(
+        dev_env.client,
+        task_queue=queue,
+        workflows=[*WORKFLOWS, AtItsGate],
+        activities=activities_for(dev_env.client),
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+    async with httpx.AsyncClient(base_url=web.url) as app, worker:
+        leaked = (await app.post("/debug/leak", params={"connections": 200})).json()
+        assert leaked["stopped_by"], leaked
+        handle = await start(dev_env, queue, started=ago(minutes=2))
+        gate = await eventually(lambda: handle.query(RollbackWorkflow.pending_gate), 30)
+        stand_in = await dev_env.client.start_workflow(
+            AtItsGate.run,
+            id=f"pool_restart-orders-db-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(SA_TARGET, "orders-db")]),
+        )
+        await handle.execute_update(RollbackWorkflow.approve, mint("bob", gate, "approve"))
+
+        async def waiting() -> bool:
+            report = await handle.query(RollbackWorkflow.report)
+            return report.status == RunStatus.WAITING
+
+        await eventually(waiting, 30)
+        headers = {"Authorization": "Bearer web-admin", "Idempotency-Key": queue}
+        (await app.post("/admin/restart", headers=headers)).raise_for_status()
+        await stand_in.signal(AtItsGate.finish)
+        report = await handle.result()
+    assert report.status == RunStatus.NO_ACTION_NEEDED, report.summary
+    assert "after the remediation of a target it depends on" in report.summary
+    kinds = [s.kind for s in report.steps]
+    assert kinds.index("gate_approved") < kinds.index("approved_plan_dropped")
+    wait = report.steps[kinds.index("dependency_wait")]
+    assert wait.summary == (
+        f"waiting for orders-db's remediation ({stand_in.id}) to finish; it has not acted yet"
+    )
+    assert await platform.rollbacks_requested() == 0

@@ -116,6 +116,7 @@ def activities_for(client: Client) -> list[Callable[..., Any]]:
         safety.acquire_lease,
         safety.release_lease,
         safety.check_in,
+        safety.open_runs,
         safety.safety_policy,
     ]
 

@@ -186,10 +186,10 @@ class ApprovalGate:
         assert self.opened_at is not None
         remind_at = self.opened_at + self.settings.remind_after
         abort_at = self.opened_at + self.settings.abort_after
-        reminded = False
+        refresh_at, reminded = self.opened_at + every, False
         while True:
             now = workflow.now()
-            wake = min(now + every, abort_at if reminded else remind_at)
+            wake = min(refresh_at, abort_at if reminded else min(remind_at, abort_at))
             if await self._wait_for_decision(max(wake - now, timedelta(seconds=1))):
                 break
             now = workflow.now()
@@ -205,6 +205,7 @@ class ApprovalGate:
                 await self.notify(
                     "gate_reminder", "page", f"still awaiting {group}: {plan.describe()}"
                 )
+            if workflow.now() < refresh_at or self.decision is not None:
                 continue
             why = await replan()
             if self.decision is not None or self.resolved_by is not None:
@@ -212,6 +213,7 @@ class ApprovalGate:
             if why is not None:
                 return self._close(plan, DecisionOutcome.SUPERSEDED, "engine", why)
             self.confirmed_at = workflow.now()
+            refresh_at = self.confirmed_at + every
             self.audit.record("plan_confirmed", f"diagnosed again: plan {plan.plan_id} holds")
         if self.decision is None:
             return self._resolved(plan)

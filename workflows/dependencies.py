@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.safety import SafetyActivities, SafetyQuery
+    from activities.safety import OpenRunsQuery, SafetyActivities, SafetyQuery
     from activities.targets import TargetDescription
     from workflows.models import RunStatus
     from workflows.policies import READ_RETRY
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 # Runs that diagnosed before targets had dependencies replay without asking the envelope.
 DEPENDENCY_PATCH = "dependency-wait-v1"
+# ...and before they waited for a dependency's run still at its gate, and looked again
+# before acting.
+OPEN_RUNS_PATCH = "dependency-open-runs-v1"
 MILESTONE = "waiting_for_dependency"
 FIRST_POLL, LONGEST_POLL = timedelta(seconds=2), timedelta(seconds=60)
 
@@ -107,15 +110,28 @@ async def _busy(
             watch.held.add(needed)
             lines.append(f"waiting for {needed}'s remediation ({status.holder}) to finish")
             continue
+        if workflow.patched(OPEN_RUNS_PATCH):
+            # A remediation waiting at its gate holds no lease yet; it is one all the same.
+            open_runs = await workflow.execute_activity_method(
+                SafetyActivities.open_runs,
+                OpenRunsQuery(target=needed, exclude=workflow.info().workflow_id),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=READ_RETRY,
+            )
+            if open_runs:
+                lines.append(
+                    f"waiting for {needed}'s remediation ({', '.join(open_runs)}) to finish; "
+                    "it has not acted yet"
+                )
+                continue
         if needed in watch.held:
             watch.freed_at.setdefault(needed, now)
         began, ended = status.last_action_at, watch.freed_at.get(needed)
         since = max((t for t in (began, ended) if t is not None), default=None)
         if since is not None and now < since + settle:
             settles.append(since + settle)
-            what = "ended by" if since == ended else "began at"
             lines.append(
-                f"a remediation of {needed} {what} {since:%H:%M:%S} UTC; waiting until "
+                f"a remediation of {needed} ended at {since:%H:%M:%S} UTC; waiting until "
                 f"{since + settle:%H:%M:%S} UTC for its effect to settle"
             )
     return lines, max(settles) if settles else None

@@ -39,8 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.http.probes import assess_down
     from activities.targets import TargetDescription
     from workflows.approval_gate import Replan
-    from workflows.dependencies import MILESTONE as DEPENDENCY_WAIT
-    from workflows.dependencies import Waited, wait_for_dependencies
+    from workflows.dependencies import OPEN_RUNS_PATCH, Waited, wait_for_dependencies
     from workflows.models import (
         DecisionOutcome,
         Effect,
@@ -92,10 +91,11 @@ class RollbackWorkflow(RunbookWorkflow):
                 raise
             return await self.step_failed(err, "rollback step failed")
 
-    async def _rollback(self, target: TargetDescription) -> RunReport:
+    async def _rollback(self, target: TargetDescription, after_wait: bool = False) -> RunReport:
+        """Diagnose, plan, approve, act, verify. `after_wait`: this diagnosis follows a wait
+        for a target it depends on."""
         assessment = await self._assess(target)
         if not assessment.down:
-            after_wait = DEPENDENCY_WAIT in self.timeline
             return await self.finish(
                 RunStatus.NO_ACTION_NEEDED,
                 f"no action needed: {target.target} is not down ({assessment.describe()})"
@@ -110,7 +110,8 @@ class RollbackWorkflow(RunbookWorkflow):
                 f"({assessment.describe()})"
             )
         if waited.outcome == Waited.WAITED:
-            return await self._rollback(target)  # the dependency's fix may have fixed this too
+            # The dependency's fix may have fixed this too.
+            return await self._rollback(target, after_wait=True)
         self.set_status(RunStatus.PLANNING, f"{target.target} is down; finding a good release")
         situation = await self._find(target)
         if workflow.patched(RECENCY_PATCH):
@@ -137,6 +138,25 @@ class RollbackWorkflow(RunbookWorkflow):
         if decision.outcome != DecisionOutcome.APPROVED:
             return await self.not_approved(decision.outcome, plan)
         self.mark("approved")
+        if target.depends_on and workflow.patched(OPEN_RUNS_PATCH):
+            # A dependency's remediation may have started since the diagnosis: this outage
+            # may be its symptom. Not acting on the approved plan; diagnosing again.
+            again = await wait_for_dependencies(self, target)
+            if again.outcome != Waited.CLEAR:
+                await self.release_lease()
+                self.audit.record(
+                    "approved_plan_dropped",
+                    f"plan {plan.plan_id} not acted on: a target {target.target} depends on "
+                    "was being remediated; diagnosing again",
+                )
+                if again.outcome == Waited.GAVE_UP or self.replans >= MAX_REPLANS:
+                    return await self.escalate(
+                        f"{target.target} is down while a target it depends on is being "
+                        f"remediated: {again.detail or 'it kept changing'}; not acting on "
+                        "what may be its symptom"
+                    )
+                self.replans += 1
+                return await self._rollback(target, after_wait=True)
         self.set_status(RunStatus.ACTING, f"Rolling {target.target} back to {last_good.id}")
         try:
             result = await self._switch(
