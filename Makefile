@@ -25,3 +25,8 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead
+
+# The README's first demo: the demo app leaks connections until orders-db's pool is exhausted.
+demo-exhaust:
+	curl -fsS -X POST 'http://127.0.0.1:8088/debug/leak?connections=150'
+	@echo

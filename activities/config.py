@@ -410,7 +410,7 @@ class LimitsOverride(StrictModel):
     runbook: str | None = None
     cooldown_seconds: int | None = Field(default=None, ge=0)
     hourly_budget: int | None = Field(default=None, ge=0)
-    lease_ttl_seconds: int | None = Field(default=None, ge=10)
+    lease_ttl_seconds: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _names_something(self) -> LimitsOverride:
@@ -431,7 +431,7 @@ class SafetyLimits(StrictModel):
     cooldown_seconds: int = Field(default=600, ge=0)
     hourly_budget: int = Field(default=3, ge=0)
     # A run that died holding a target's lease frees it after this long.
-    lease_ttl_seconds: int = Field(default=1800, ge=10)
+    lease_ttl_seconds: int = Field(default=1800, ge=1)
     override: list[LimitsOverride] = Field(default_factory=list)
     # Anyone with an identity may pull the kill switch; only this group may release it.
     resume_group: str = "engineering-leads"

@@ -75,6 +75,8 @@ class CredentialDescription(BaseModel):
     strategy: str
     summary: str
     consumers: list[ConsumerDescription] = []
+    # The postgres target whose logins it changes (None: a vendor's API key).
+    database: str | None = None
 
 
 class TargetDescription(BaseModel):
@@ -213,4 +215,5 @@ def _credential(
         strategy=source.strategy if isinstance(source, PostgresCredential) else "new_key",
         summary=credential.describe(),
         consumers=consumers,
+        database=source.database if isinstance(source, PostgresCredential) else None,
     )

@@ -246,3 +246,46 @@ async def test_a_pause_stops_an_approved_restore_before_the_switch(
             raise AssertionError("writes should still be off")
         except psycopg.errors.ReadOnlySqlTransaction:
             pass
+
+
+class SlowBefore(Interceptor):
+    """Delays activity `name` by `seconds` (the keys loading slowly, as on a busy worker)."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name, self.seconds = name, seconds
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        outer = self
+
+        class Inbound(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                if activity.info().activity_type == outer.name:
+                    await asyncio.sleep(outer.seconds)
+                return await super().execute_activity(input)
+
+        return Inbound(next)
+
+
+async def test_a_pause_being_verified_holds_back_a_lease_asked_for_after_it(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Found by hand: a pause sent just before a run's lease request was still loading the
+    keys to verify it when the lease was granted, and the run acted. A lease asked for while
+    a pause is being verified now waits for it."""
+    write_config(tmp_path, CONFIG.format(auto=""))
+    queue = f"pf-{uuid.uuid4().hex[:6]}"
+    async with worker(dev_env, queue, SlowBefore("safety_policy", 1.5)):
+        envelope_handle = await dev_env.client.start_workflow(
+            "SafetyEnvelopeWorkflow",
+            id=safety_workflow_id(queue),
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        pausing = asyncio.create_task(envelope(dev_env, queue, "pause", "carol"))
+        await asyncio.sleep(0.5)
+        request = LeaseRequest(target="orders-db", runbook="pool_restart", holder="r", plan_id="p")
+        during = await envelope_handle.execute_update("acquire", request, result_type=LeaseResult)
+        assert (await pausing).paused
+        after = await envelope_handle.execute_update("acquire", request, result_type=LeaseResult)
+    assert (during.granted, during.reason) == (False, "a pause is being recorded")
+    assert (after.granted, after.reason) == (False, "paused by carol: incident review")

@@ -120,9 +120,13 @@ class KeyRotationWorkflow(RotateFlow, CompromisedFlow):
             return await self.step_failed(err, "key rotation step failed")
 
     def lease_also(self) -> list[str]:
-        """The consumers it restarts are leased with the credential."""
+        """Leased with the credential: the database whose logins it changes, and the
+        consumers it restarts."""
         credential = self.described.credential if self.described else None
-        return [c.name for c in credential.consumers] if credential else []
+        if credential is None:
+            return []
+        database = [credential.database] if credential.database else []
+        return database + [c.name for c in credential.consumers]
 
     async def _clean_up_after_cancel(self) -> None:
         """A rotation cancelled before it was verified is undone (the previous version current

@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
 HOUR = timedelta(hours=1)
 AUDIT_KEPT = 100
 SIGNED_SWITCH_PATCH = "signed-kill-switch-v1"
+# Envelopes from before a pause being verified held back new leases.
+PAUSE_FIRST_PATCH = "pause-before-leases-v1"
 SwitchKind = Literal["pause", "resume"]
 
 
@@ -80,6 +82,9 @@ class SafetyEnvelopeWorkflow:
         # Keys and the resume group come from the worker's config (an activity), never from
         # the input: whoever could start this workflow could otherwise bring their own keys.
         self.policy: SafetyPolicy | None = None
+        # Pauses received and still being verified (loading the keys is an activity): no
+        # lease is granted meanwhile, so a pause sent before an acquire wins.
+        self.pausing = 0
 
     @workflow.run
     async def run(self, state: EnvelopeState | None = None) -> None:
@@ -102,6 +107,8 @@ class SafetyEnvelopeWorkflow:
         now = self._prune()
         if self.state.paused:
             return LeaseResult(granted=False, reason=self._paused_reason())
+        if self.pausing and workflow.patched(PAUSE_FIRST_PATCH):
+            return LeaseResult(granted=False, reason="a pause is being recorded")
         ttl = request.limits.lease_ttl_seconds
         targets = [request.target, *(t for t in request.also if t != request.target)]
         for target in targets:
@@ -215,11 +222,15 @@ class SafetyEnvelopeWorkflow:
         if not workflow.patched(SIGNED_SWITCH_PATCH):
             return self._legacy_switch(kind, request)
         if self.policy is None:
-            self.policy = await workflow.execute_activity_method(
-                SafetyActivities.safety_policy,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=KEYS_RETRY,
-            )
+            self.pausing += kind == "pause"
+            try:
+                self.policy = await workflow.execute_activity_method(
+                    SafetyActivities.safety_policy,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=KEYS_RETRY,
+                )
+            finally:
+                self.pausing -= kind == "pause"
         try:
             claims = self._authorized(kind, request)
         except TokenRefusedError as err:
