@@ -23,6 +23,9 @@ GIVE_UP_AFTER_SECONDS = 120.0
 class Tally:
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    # By outcome: a coalesced duplicate is answered before Temporal has it; started and
+    # attached alerts only once Temporal recorded them.
+    by_outcome: dict[str, list[float]] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)  # alerts never accepted, by why
     retries: dict[str, int] = field(default_factory=dict)  # attempts answered 5xx or broken
@@ -30,7 +33,7 @@ class Tally:
     def print(self, workers: int, storm: Storm) -> None:
         accepted = sum(self.outcomes.values())
         self.latencies.sort()
-        p99 = self.latencies[max(int(len(self.latencies) * 0.99) - 1, 0)]
+        p99 = _p99(self.latencies)
         print(f"alerts posted: {len(storm.bodies)} ({storm.duplicates} duplicates of one, "
               f"{storm.distinct} distinct, {min(ROUTED, storm.distinct)} of those routed), "
               f"{workers} service process(es)")  # fmt: skip
@@ -40,11 +43,19 @@ class Tally:
         p50 = statistics.median(self.latencies)
         print(f"webhook -> run started/attached (or coalesced) latency, retries included: "
               f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")  # fmt: skip
+        for outcome, seconds in sorted(self.by_outcome.items()):
+            seconds.sort()
+            print(f"  {outcome:>9}: p50 {statistics.median(seconds) * 1000:.1f} ms, "
+                  f"p99 {_p99(seconds) * 1000:.1f} ms ({len(seconds)} answers)")  # fmt: skip
         print(f"outcomes: {dict(sorted(self.outcomes.items()))}")
         print(f"errors (alerts never accepted): {self.errors or 0}")
         print(f"sender retries (5xx or broken connection, then accepted): {self.retries or 0}")
         print(f"runs started: {self.outcomes.get('started', 0)} "
               f"(expected 1 + {min(ROUTED, storm.distinct)} routed distinct)")  # fmt: skip
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[max(int(len(ordered) * 0.99) - 1, 0)]
 
 
 class Storm:
@@ -102,6 +113,8 @@ class Storm:
             tally.retries[why] = tally.retries.get(why, 0) + 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        tally.latencies.append(time.perf_counter() - began)
+        took = time.perf_counter() - began
+        tally.latencies.append(took)
         for result in json.loads(answer)["results"]:
             tally.outcomes[result["outcome"]] = tally.outcomes.get(result["outcome"], 0) + 1
+            tally.by_outcome.setdefault(result["outcome"], []).append(took)
