@@ -33,7 +33,8 @@ from workers.approvals import (
     DecisionError,
     RunEndedError,
 )
-from workers.settings import Settings, connect
+from workers.settings import Settings, connect, temporal_target
+from workers.temporal_config import TemporalConfigError
 from workflows.models import ApprovalDecision, GateView, RunReport
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
@@ -82,7 +83,10 @@ class UserError(Exception):
 
 def _user_error(err: Exception) -> str | None:
     """The line telling the user what to fix, or None for a bug (shown with its traceback)."""
-    if isinstance(err, DecisionError | UserError | ConfigError | AuthenticationFailedError):
+    if isinstance(
+        err,
+        DecisionError | UserError | ConfigError | AuthenticationFailedError | TemporalConfigError,
+    ):
         return str(err)
     if isinstance(err, RPCError):
         return _rpc_error(err)
@@ -99,7 +103,7 @@ def _rpc_error(err: RPCError) -> str:
     if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         return "Temporal got no answer in time: is the remediation worker running?"
     if err.status == RPCStatusCode.UNAVAILABLE:
-        return f"lost Temporal at {Settings().temporal_address}: is it running?"
+        return f"lost Temporal at {temporal_target(Settings()).address}: is it running?"
     return f"Temporal refused the request: {err.message}"
 
 
@@ -107,19 +111,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def _connect() -> Client:
-    settings = Settings()
-    try:
-        return await connect(settings)
-    except RuntimeError:
-        raise UserError(
-            f"cannot reach Temporal at {settings.temporal_address}: is it running? "
-            "(set REMEDIATE_TEMPORAL_ADDRESS)"
-        ) from None
-
-
 async def _with_client(fn: Callable[[Client], Awaitable[T]]) -> T:
-    return await fn(await _connect())
+    return await fn(await connect(Settings()))
 
 
 def _token(token_file: Path | None) -> str:

@@ -32,7 +32,7 @@ async def healthz(request: Request) -> dict[str, str]:
         raise HTTPException(
             503,
             f"Temporal unreachable ({why_unreachable(err)}): alerts and decisions answer 503 "
-            "until it is back; check the Temporal server and REMEDIATE_TEMPORAL_ADDRESS",
+            "until it is back; check the Temporal server and TEMPORAL_ADDRESS",
         ) from None
     return {"status": "ok"}
 

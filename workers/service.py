@@ -18,6 +18,8 @@ Run: `uvicorn workers.service:app` (or `remediate-service`), with REMEDIATE_CONF
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +39,7 @@ from workers.body_limit import BodyLimit
 from workers.dispatch import Dispatcher
 from workers.replay import DeliveryCache
 from workers.settings import Settings, coalesce_policy, connect
+from workers.temporal_config import TemporalConfigError
 
 
 @asynccontextmanager
@@ -75,6 +78,11 @@ def main() -> None:
     import uvicorn
 
     settings = Settings()
+    try:  # Temporal's configuration first: a failure is one line saying what to fix
+        asyncio.run(connect(settings))
+    except TemporalConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
 
 

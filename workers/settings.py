@@ -1,21 +1,25 @@
-"""Process settings, from the environment (prefix REMEDIATE_)."""
+"""Process settings, from the environment (prefix REMEDIATE_): what is the engine's own.
+Where Temporal is and how to reach it: Temporal's own configuration (workers/temporal_config.py)."""
 
 from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from workers.coalescer import CoalescePolicy
+from workers.temporal_config import TemporalTarget, load_target
+from workers.temporal_connect import connect_to
 from workflows.names import TASK_QUEUE
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REMEDIATE_")
 
-    temporal_address: str = "localhost:7233"
-    namespace: str = "default"
+    # Deprecated (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE or a profile instead): used only where
+    # Temporal's configuration names no address or namespace.
+    temporal_address: str | None = None
+    namespace: str | None = None
     task_queue: str = TASK_QUEUE
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -41,14 +45,14 @@ def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
     )
 
 
+def temporal_target(settings: Settings) -> TemporalTarget:
+    return load_target(settings.temporal_address, settings.namespace)
+
+
 async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
-    settings = settings or Settings()
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-    )
+    """A client of the Temporal that Temporal's configuration names; a failure raises
+    `TemporalConfigError` whose message is one line saying what to fix."""
+    return await connect_to(temporal_target(settings or Settings()), runtime)
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:

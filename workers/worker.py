@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ from activities.secrets.rotation import (
 )
 from activities.targets import describe_target
 from workers.settings import Settings, connect, metrics_runtime
+from workers.temporal_config import TemporalConfigError
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.key_rotation import KeyRotationWorkflow
 from workflows.pool_restart import PoolRestartWorkflow
@@ -149,13 +151,19 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
-    logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+    logging.info(
+        "worker polling %s on %s", settings.task_queue, client.service_client.config.target_host
+    )
     await worker.run()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(Settings()))
+    try:
+        asyncio.run(run(Settings()))
+    except TemporalConfigError as err:  # one line saying what to fix, not the transport's chain
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
