@@ -3,7 +3,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench demo-exhaust
+.PHONY: run test lint bench demo-exhaust debian-packages
+
+# Debian packages the tests run for real: nginx's stream module is the TLS proxy in front of
+# Temporal (tests/test_temporal_tls.py). Installed as root, only when missing.
+DEB_PACKAGES := nginx-light libnginx-mod-stream
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,7 +24,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+debian-packages:
+	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "make test needs $(DEB_PACKAGES): run it as root or apt-get install them" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
+
+test: lint debian-packages
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

@@ -78,7 +78,7 @@ def service(tmp: Path, temporal: str, token: str, port: int) -> subprocess.Popen
         "REMEDIATE_CONFIG": str(path),
         "STORM_AM_TOKEN": token,
         **SIGNING_KEYS,
-        "REMEDIATE_TEMPORAL_ADDRESS": temporal,
+        "TEMPORAL_ADDRESS": temporal,
         "REMEDIATE_TASK_QUEUE": QUEUE,
     }
     quiet = subprocess.DEVNULL  # the SDK logs each retried RPC while Temporal is down

@@ -280,10 +280,10 @@ UNREACHABLE = "127.0.0.1:{port}"  # a free port: nothing listens there
          "cannot reach the approval service at http://127.0.0.1:"),
         (("pending",), {"REMEDIATE_API_URL": "http://" + UNREACHABLE}, "bob",
          "is remediate-service running there? (REMEDIATE_API_URL)"),
-        (("list",), {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "bob",
+        (("list",), {"TEMPORAL_ADDRESS": UNREACHABLE}, "bob",
          "cannot reach Temporal at 127.0.0.1:"),
-        (("status", NO_RUN), {"REMEDIATE_TEMPORAL_ADDRESS": UNREACHABLE}, "alice",
-         "is it running? (set REMEDIATE_TEMPORAL_ADDRESS)"),
+        (("status", NO_RUN), {"TEMPORAL_ADDRESS": UNREACHABLE}, "alice",
+         "is it running? (set TEMPORAL_ADDRESS)"),
     ],
 )  # fmt: skip
 async def test_every_user_error_is_one_line_and_exit_2(
