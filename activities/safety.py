@@ -89,6 +89,9 @@ class LeaseRelease(BaseModel):
     target: str
     holder: str
     also: list[str] = Field(default_factory=list)
+    # False: the run lets go without having acted (its plan was dropped): the action taken
+    # with the lease no longer counts against the cooldown and the hourly budget.
+    acted: bool = True
 
 
 class LeaseCheckIn(BaseModel):

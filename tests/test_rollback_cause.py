@@ -28,7 +28,14 @@ from temporalio.common import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.safety import LeaseRelease, LeaseRequest, LeaseResult, safety_workflow_id
+from activities.safety import (
+    LeaseRelease,
+    LeaseRequest,
+    LeaseResult,
+    SafetyQuery,
+    SafetyStatus,
+    safety_workflow_id,
+)
 from infra.fakes.platforms import Platform
 from tests.stand_in import AtItsGate
 from tests.support import Receiver, eventually, mint, record_history, start_signed, write_config
@@ -300,6 +307,12 @@ async def test_a_remediation_of_the_dependency_that_began_after_approval_stops_t
         (await app.post("/admin/restart", headers=headers)).raise_for_status()
         await stand_in.signal(AtItsGate.finish)
         report = await handle.result()
+        envelope = dev_env.client.get_workflow_handle(safety_workflow_id(queue))
+        status = await envelope.query(
+            "status", SafetyQuery(target="web", runbook="rollback"), result_type=SafetyStatus
+        )
+    # The dropped plan did not act: it does not count against web's cooldown and budget.
+    assert (status.actions_last_hour, status.cooldown_until) == (0, None)
     assert report.status == RunStatus.NO_ACTION_NEEDED, report.summary
     assert "after the remediation of a target it depends on" in report.summary
     kinds = [s.kind for s in report.steps]

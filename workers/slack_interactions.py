@@ -61,7 +61,12 @@ def parse_interaction(body: bytes) -> tuple[BlockActions, ButtonValue]:
         interaction = BlockActions.model_validate_json(form["payload"][0])
         action = interaction.actions[0]
         value = ButtonValue.model_validate_json(action.value)
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError, ValidationError) as err:
+    except ValidationError as err:  # its text repeats the input: name the fields only
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in err.errors()
+        )
+        raise InteractionError(f"not a Slack block_actions interaction: {problems}") from None
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError) as err:
         raise InteractionError(f"not a Slack block_actions interaction: {err}") from None
     if interaction.type != "block_actions" or value.kind != action.action_id:
         raise InteractionError("not an approval button of this engine")

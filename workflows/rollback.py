@@ -143,7 +143,7 @@ class RollbackWorkflow(RunbookWorkflow):
             # may be its symptom. Not acting on the approved plan; diagnosing again.
             again = await wait_for_dependencies(self, target)
             if again.outcome != Waited.CLEAR:
-                await self.release_lease()
+                await self.release_lease(acted=False)
                 self.audit.record(
                     "approved_plan_dropped",
                     f"plan {plan.plan_id} not acted on: a target {target.target} depends on "

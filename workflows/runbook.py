@@ -317,7 +317,7 @@ class RunbookWorkflow:
         if not await self._acquire_lease(plan):
             return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
         if replan is not None and await self._stale(plan, replan):
-            await self.release_lease()
+            await self.release_lease(acted=False)
             return decision.model_copy(update={"outcome": DecisionOutcome.SUPERSEDED})
         if self.gate.resolved_by is not None and workflow.patched(INCIDENT_PATCH):
             # Approved (by a person or a policy), but the incident resolved meanwhile: the
@@ -327,6 +327,7 @@ class RunbookWorkflow:
                 f"the run's alerts resolved ({self.gate.resolved_by}) before plan "
                 f"{plan.plan_id} was acted on; nothing was changed",
             )
+            await self.release_lease(acted=False)
             return decision.model_copy(update={"outcome": DecisionOutcome.RESOLVED})
         return decision
 
@@ -419,9 +420,11 @@ class RunbookWorkflow:
         message = cause.message if isinstance(cause, ApplicationError) else str(err)
         return await self.escalate(f"{what}: {message}{after}")
 
-    async def release_lease(self) -> None:
-        """Let other runbooks act on the target again (finish does this too)."""
-        await self.lease.release()
+    async def release_lease(self, acted: bool = True) -> None:
+        """Let other runbooks act on the target again (finish does this too). `acted=False`:
+        the approved plan was dropped before acting (it does not count against the cooldown
+        and the hourly budget)."""
+        await self.lease.release(acted)
 
     async def cancelled(self, summary: str, severity: str = "page") -> None:
         """The end of a run cancelled mid-way: say what state it left, page, let the target go.

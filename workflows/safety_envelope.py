@@ -179,9 +179,15 @@ class SafetyEnvelopeWorkflow:
             lease = self.state.leases.get(target)
             if lease is not None and lease.holder == release.holder:
                 del self.state.leases[target]
-                for action in self.state.actions:
-                    if action.target == target and action.at == lease.acquired_at:
-                        action.ended_at = workflow.now()
+                ours = [
+                    a
+                    for a in self.state.actions
+                    if a.target == target and a.at == lease.acquired_at
+                ]
+                for action in ours:
+                    action.ended_at = workflow.now()
+                if not release.acted:
+                    self.state.actions = [a for a in self.state.actions if a not in ours]
 
     # -- the kill switch: signed decisions, like a gate's ---------------------------------
 

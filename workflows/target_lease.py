@@ -139,8 +139,9 @@ class TargetLease:
             retry_policy=READ_RETRY,
         )
 
-    async def release(self) -> None:
-        """Let other runbooks act on the targets again (a failure leaves them to expire)."""
+    async def release(self, acted: bool = True) -> None:
+        """Let other runbooks act on the targets again (a failure leaves them to expire).
+        `acted=False`: the plan was dropped before acting; its action does not count."""
         if self._renewer is not None and not self._renewer.done():
             self._renewer.cancel()
         if not self.held:
@@ -152,6 +153,7 @@ class TargetLease:
                     target=self.target,
                     holder=workflow.info().workflow_id,
                     also=[t for t in self.targets if t != self.target],
+                    acted=acted,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=READ_RETRY,
