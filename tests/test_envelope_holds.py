@@ -59,6 +59,7 @@ from tests.test_key_rotation import (
     USERS,
     health,
     make_login,
+    single_user_with_a_healthy_app,
 )
 from tests.test_key_rotation import approve as approve_rotation
 from tests.test_key_rotation import start as start_rotation
@@ -149,14 +150,7 @@ async def test_a_lease_is_renewed_while_its_run_acts_longer_than_the_ttl(
 async def test_a_rotation_leases_the_consumers_it_restarts(
     dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
 ) -> None:
-    login = make_login(postgres, "single_user")
-    app = app_factory(DEMO_DB_SECRET_ARN=login.arn)
-    os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
-    write_config(
-        tmp_path,
-        APP_TARGET.format(app=app.url, deadline=30)
-        + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
-    )
+    login, app = single_user_with_a_healthy_app(postgres, app_factory, tmp_path)
     token, queue = uuid.uuid4().hex, f"krl-{uuid.uuid4().hex[:6]}"
     async with worker(dev_env, queue):
         assert (await hold(dev_env, queue, "rot-api", "rollback-rot-api")).granted

@@ -281,6 +281,21 @@ async def test_alternating_users_rotation_switches_the_app_and_revokes_the_old_l
     assert not repeat.decisions
 
 
+def single_user_with_a_healthy_app(
+    postgres: PostgresServer, app_factory: Any, tmp_path: Path
+) -> tuple[Login, DemoApp]:
+    """A single-user login, its consumer app healthy on it, and a config to rotate it."""
+    login = make_login(postgres, "single_user")
+    app: DemoApp = app_factory(DEMO_DB_SECRET_ARN=login.arn)
+    os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
+    write_config(
+        tmp_path,
+        APP_TARGET.format(app=app.url, deadline=30)
+        + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
+    )
+    return login, app
+
+
 async def single_user_with_a_broken_app(
     postgres: PostgresServer, app_factory: Any, tmp_path: Path, deadline: float
 ) -> Login:

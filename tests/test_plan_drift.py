@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -38,7 +37,12 @@ from tests.test_backup_restore import aws as aws
 from tests.test_backup_restore import configure, corrupt, create_shop, fingerprint, take_backup
 from tests.test_backup_restore import start as start_restore
 from tests.test_envelope_holds import hold
-from tests.test_key_rotation import APP_TARGET, PG_CREDENTIAL, USERS, health, make_login, start
+from tests.test_key_rotation import (
+    USERS,
+    health,
+    single_user_with_a_healthy_app,
+    start,
+)
 from workers.worker import build_worker
 from workflows.models import GateView, RunbookInput, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
@@ -58,14 +62,7 @@ async def next_gate(env: WorkflowEnvironment, workflow_id: str, after: str = "")
 async def test_a_rotation_approved_before_someone_rotated_by_hand_is_planned_again(
     dev_env: WorkflowEnvironment, postgres: PostgresServer, app_factory: Any, tmp_path: Path
 ) -> None:
-    login = make_login(postgres, "single_user")
-    app = app_factory(DEMO_DB_SECRET_ARN=login.arn)
-    os.environ["ROT_ADMIN_DSN"] = postgres.dsn(login.database)
-    write_config(
-        tmp_path,
-        APP_TARGET.format(app=app.url, deadline=30)
-        + PG_CREDENTIAL.format(arn=login.arn, strategy="single_user", users=[USERS[0]]),
-    )
+    login, app = single_user_with_a_healthy_app(postgres, app_factory, tmp_path)
     token, queue = uuid.uuid4().hex, f"krd-{uuid.uuid4().hex[:6]}"
     async with build_worker(dev_env.client, queue):
         handle = await start(dev_env, queue, "app-db-credentials", f"krd-{token[:6]}", token=token)
