@@ -137,6 +137,21 @@ async def test_duplicates_in_a_window_are_one_signal_with_their_count(
     assert line.details["count"] == duplicates
 
 
+async def test_duplicates_arriving_with_the_first_alert_wait_for_it_then_join_a_batch(
+    services: Services, dev_env: WorkflowEnvironment
+) -> None:
+    """A storm's first copies arrive together: one starts the run, the others wait for
+    Temporal's answer to it and are batched (they used to each send a signal-with-start of
+    their own, contending for one workflow)."""
+    url = services.start(window=2)
+    copies = 20
+    outcomes = await asyncio.gather(*(post(url, alert()) for _ in range(copies)))
+    assert sorted(outcomes) == ["coalesced"] * (copies - 1) + ["started"]
+    await eventually(lambda: delivered(services, copies))
+    signals = await alert_signals(dev_env.client, WORKFLOW_ID)
+    assert [s.count for s in signals] == [1, copies - 1]
+
+
 async def test_a_resolution_is_never_coalesced_and_follows_the_batched_duplicates(
     services: Services, dev_env: WorkflowEnvironment
 ) -> None:

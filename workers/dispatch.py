@@ -12,6 +12,7 @@ Everything else is answered only once Temporal recorded it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,10 @@ class Dispatcher:
         self.client = client
         self.task_queue = task_queue
         self.coalescer = None if policy is None else Coalescer(self._deliver_batch, policy)
+        # Keys whose first firing alert is on its way to Temporal in this process: their
+        # duplicates wait for it, then join a batch, instead of each contending for the
+        # same workflow with an RPC of its own.
+        self._firing: dict[Key, asyncio.Future[None]] = {}
 
     async def dispatch(self, config: EngineConfig, incoming: IncomingAlert) -> Dispatched:
         alert = incoming.alert
@@ -81,13 +86,33 @@ class Dispatcher:
         signal = AlertSignal(status=incoming.status, alert=alert, received_at=datetime.now(UTC))
         if incoming.status == "resolved":
             outcome = await self._resolve(key, signal)
-        elif self.coalescer is not None and self.coalescer.offer(key, route, signal):
-            outcome = Outcome.COALESCED
-        else:
+        elif self.coalescer is None:
             outcome = await self._fire(config, route, signal)
-            if self.coalescer is not None:
-                self.coalescer.confirmed(key)
+        else:
+            outcome = await self._fire_or_join(config, key, route, signal)
         return Dispatched(outcome, alert.fingerprint, route.name, workflow_id, route.runbook)
+
+    async def _fire_or_join(
+        self, config: EngineConfig, key: Key, route: RouteConfig, signal: AlertSignal
+    ) -> Outcome:
+        """A duplicate of an alert attached to a running run joins a batch; one whose first
+        alert is still on its way to Temporal waits for that answer first (so it is never
+        answered before Temporal has recorded the incident)."""
+        assert self.coalescer is not None
+        first = self._firing.get(key)
+        if first is not None:
+            await asyncio.wait([first])
+        if self.coalescer.offer(key, route, signal):
+            return Outcome.COALESCED
+        first = self._firing[key] = asyncio.get_running_loop().create_future()
+        try:
+            outcome = await self._fire(config, route, signal)
+            self.coalescer.confirmed(key)
+        finally:
+            first.set_result(None)
+            if self._firing.get(key) is first:
+                del self._firing[key]
+        return outcome
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Deliver the batched duplicates before the process exits."""
