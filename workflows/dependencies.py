@@ -126,8 +126,10 @@ async def _busy(
                 continue
         if needed in watch.held:
             watch.freed_at.setdefault(needed, now)
-        began, ended = status.last_action_at, watch.freed_at.get(needed)
-        since = max((t for t in (began, ended) if t is not None), default=None)
+        # The envelope's record (when a remediation ended, or began if it never released)
+        # and when this run saw a lease it had watched go.
+        recorded, seen_free = status.last_action_at, watch.freed_at.get(needed)
+        since = max((t for t in (recorded, seen_free) if t is not None), default=None)
         if since is not None and now < since + settle:
             settles.append(since + settle)
             lines.append(
