@@ -164,12 +164,17 @@ class Stack:
         self.spawn(
             "worker",
             [sys.executable, "-m", "workers.worker"],
-            worker_env | {"REMEDIATE_WORKER_METRICS_ADDRESS": f"127.0.0.1:{WORKER_METRICS_PORT}"},
+            worker_env
+            | {
+                "REMEDIATE_WORKER_METRICS_ADDRESS": f"127.0.0.1:{WORKER_METRICS_PORT}",
+                "REMEDIATE_LOG_FORMAT": "text",  # read by a person in the stack's log files
+            },
         )
         self.spawn(
             "service",
             [sys.executable, "-m", "workers.service"],
-            service_environment(values) | {"REMEDIATE_API_PORT": str(API_PORT)},
+            service_environment(values)
+            | {"REMEDIATE_API_PORT": str(API_PORT), "REMEDIATE_LOG_FORMAT": "text"},
         )
         self.wait_for_port(API_PORT, 30)
         (STATE / "demo.env").write_text(

@@ -159,7 +159,9 @@ class Dispatcher:
     async def _deliver_batch(self, batch: Batch) -> None:
         """A batch goes the way its first alert went, so a run that ended meanwhile is
         started again rather than the duplicates lost."""
-        if await self._fire(load_config(), batch.route, batch.signal()) == Outcome.STARTED:
-            RUNS_STARTED.labels(batch.route.runbook).inc()
-            log.info("%d batched duplicates started a new %s run on %s (the last one ended)",
-                     batch.count, batch.route.runbook, batch.route.target)  # fmt: skip
+        route = batch.route
+        if await self._fire(load_config(), route, batch.signal()) == Outcome.STARTED:
+            RUNS_STARTED.labels(route.runbook).inc()
+            run = workflow_id_for(route.runbook, route.target)
+            log.info("%d batched duplicates started a new %s run %s (the last one ended)",
+                     batch.count, route.runbook, run, extra={"workflow_id": run})  # fmt: skip

@@ -14,9 +14,13 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
 from workers.http_common import TEMPORAL_DOWN, ErrorBody, temporal_client, why_unreachable
-from workers.metrics import GATES_PENDING, OUTCOMES, RUN_OUTCOMES
+from workers.metrics import GATES_PENDING, KILL_SWITCH, LEASES_HELD, OUTCOMES, RUN_OUTCOMES
+from workflows.safety_envelope import Lease
 
 router = APIRouter()
 
@@ -54,4 +58,22 @@ async def metrics(request: Request) -> Response:
         GATES_PENDING.set(pending.count)
         for status, count in zip(OUTCOMES, finished, strict=True):
             RUN_OUTCOMES.labels(status.value).set(count.count)
+        await _envelope_state(client, request.app.state.settings.task_queue)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _envelope_state(client: Client, task_queue: str) -> None:
+    """The kill switch and the leases held, from the envelope (not started for a scrape: no
+    envelope yet means nothing paused and nothing held)."""
+    handle = client.get_workflow_handle(safety_workflow_id(task_queue))
+    try:
+        status, leases = await asyncio.gather(
+            handle.query("status", SafetyQuery(target="", runbook=""), result_type=SafetyStatus),
+            handle.query("held_leases", result_type=dict[str, Lease]),
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        status, leases = SafetyStatus(paused=False), {}
+    KILL_SWITCH.set(1 if status.paused else 0)
+    LEASES_HELD.set(len(leases))

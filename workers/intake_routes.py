@@ -5,6 +5,7 @@ parses the payload, and dispatches every alert in it to Temporal (`workers.dispa
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Request
@@ -34,6 +35,7 @@ from workers.metrics import ALERTS, RUNS_STARTED
 from workers.replay import DeliveryCache
 from workers.webhook_auth import credential_matches, versioned_signatures
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 T = TypeVar("T", bound=BaseModel)
@@ -73,6 +75,8 @@ async def _dispatch_all(request: Request, source: str, alerts: list[IncomingAler
         ALERTS.labels(source, result.outcome.value).inc()
         if result.outcome == Outcome.STARTED:
             RUNS_STARTED.labels(result.runbook or "").inc()
+            log.info("%s alert %s started %s", source, result.fingerprint, result.workflow_id,
+                     extra={"workflow_id": result.workflow_id})  # fmt: skip
     return IntakeResult(accepted=len(done), results=[d.as_dict() for d in done])
 
 

@@ -22,6 +22,10 @@ COALESCED_LOST = Counter(
 )
 DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
 GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
+KILL_SWITCH = Gauge(
+    "remediate_kill_switch_engaged", "1 while remediations are paused (the envelope's switch)"
+)
+LEASES_HELD = Gauge("remediate_leases_held", "Targets a remediation holds the lease of, now")
 RUN_OUTCOMES = Gauge(
     "remediate_runs_finished", "Finished remediations by outcome (from Temporal)", ["status"]
 )

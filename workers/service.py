@@ -31,6 +31,7 @@ from workers import (
     error_handlers,
     health_routes,
     intake_routes,
+    logs,
     run_routes,
     safety_routes,
     slack_routes,
@@ -78,12 +79,13 @@ def main() -> None:
     import uvicorn
 
     settings = Settings()
+    logs.configure(settings.log_format)
     try:  # Temporal's configuration first: a failure is one line saying what to fix
         asyncio.run(connect(settings))
     except TemporalConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info")
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
 
 
 if __name__ == "__main__":

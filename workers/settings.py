@@ -3,13 +3,16 @@ Where Temporal is and how to reach it: Temporal's own configuration (workers/tem
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from workers.coalescer import CoalescePolicy
+from workers.logs import LogFormat
 from workers.temporal_config import TemporalTarget, load_target
 from workers.temporal_connect import connect_to
+from workflows import run_metrics
 from workflows.names import TASK_QUEUE
 
 
@@ -31,9 +34,16 @@ class Settings(BaseSettings):
     # seen attached within `coalesce_fresh_seconds` (see workers/coalescer.py).
     coalesce_window_seconds: float = 0.25
     coalesce_fresh_seconds: float = 10.0
-    # Where the worker serves the Temporal SDK's Prometheus metrics (host:port), among them
-    # `remediation_decisions_refused`; unset, it serves none.
+    # Where the worker serves Prometheus metrics (host:port): the Temporal SDK's `temporal_*`
+    # and the engine's `remediation_*` (workflows/run_metrics.py); unset, it serves none.
     worker_metrics_address: str | None = None
+    # On SIGTERM the worker stops polling and gives its running activities this long to
+    # finish; those still running are then cancelled and handed back to Temporal, which
+    # retries them on another worker at once. Keep the orchestrator's grace period longer
+    # (Kubernetes terminationGracePeriodSeconds, Compose stop_grace_period).
+    worker_drain_seconds: float = Field(default=30.0, ge=0)
+    # Log lines as JSON objects with the run's ids as fields (workers/logs.py), or "text".
+    log_format: LogFormat = "json"
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
@@ -59,5 +69,8 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     """A runtime exporting the SDK's metrics for Prometheus, when an address is configured."""
     if not settings.worker_metrics_address:
         return None
-    prometheus = PrometheusConfig(bind_address=settings.worker_metrics_address)
+    prometheus = PrometheusConfig(
+        bind_address=settings.worker_metrics_address,
+        histogram_bucket_overrides=run_metrics.HISTOGRAM_BUCKETS,
+    )
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -52,6 +53,7 @@ from activities.secrets.rotation import (
     test_credential_version,
 )
 from activities.targets import describe_target
+from workers import logs
 from workers.settings import Settings, connect, metrics_runtime
 from workers.temporal_config import TemporalConfigError
 from workflows.backup_restore import BackupRestoreWorkflow
@@ -132,35 +134,44 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 
-def build_worker(client: Client, task_queue: str) -> Worker:
+def build_worker(
+    client: Client, task_queue: str, drain: timedelta = timedelta(seconds=30)
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities_for(client),
         workflow_runner=WORKFLOW_RUNNER,
+        graceful_shutdown_timeout=drain,
     )
 
 
 async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
     client = await connect(settings, metrics_runtime(settings))
-    worker = build_worker(client, settings.task_queue)
-    # On SIGTERM/SIGINT stop polling and let running activities finish (or heartbeat out)
-    # instead of dropping them mid-action.
+    drain = timedelta(seconds=settings.worker_drain_seconds)
+    worker = build_worker(client, settings.task_queue, drain)
+    # On SIGTERM/SIGINT stop polling and let running activities finish within the drain
+    # time; then those left are cancelled and handed back to be retried elsewhere, instead
+    # of waiting out their timeouts as they would after a crash.
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
     logging.info(
-        "worker polling %s on %s", settings.task_queue, client.service_client.config.target_host
-    )
+        "worker %s polling %s on %s (drain %ss on SIGTERM)",
+        client.identity, settings.task_queue, client.service_client.config.target_host,
+        settings.worker_drain_seconds,
+    )  # fmt: skip
     await worker.run()
+    logging.info("worker %s stopped", client.identity)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    logs.configure(settings.log_format)
     try:
-        asyncio.run(run(Settings()))
+        asyncio.run(run(settings))
     except TemporalConfigError as err:  # one line saying what to fix, not the transport's chain
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

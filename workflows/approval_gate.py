@@ -38,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
 
+from workflows import run_metrics
+
 Notifier = Callable[..., Awaitable[None]]
 # A runbook's fresh look while its gate waits: why the open plan no longer fits (a lighter
 # one is possible, no action is needed), or None if it still does.
@@ -150,6 +152,7 @@ class ApprovalGate:
             RunStatus.AWAITING_APPROVAL,
             f"Awaiting {group}: {plan.describe()} (plan {plan.plan_id})",
         )
+        run_metrics.gate_opened()
         await self.notify(
             "gate_opened",
             "info",

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, READ_RETRY
     from workflows.target_lease import KillSwitchStop, TargetLease
 
+from workflows import run_metrics
 
 # Runs cancelled before pool_restart and rollback cleaned up after a cancel replay without it.
 CANCEL_PATCH = "cancel-cleanup-v1"
@@ -237,6 +238,8 @@ class RunbookWorkflow:
             alert=self.params.alert.model_dump(mode="json") if self.params.alert else None,
         )
         self.set_status(RunStatus.DIAGNOSING, f"Diagnosing {self.params.target}")
+        alert = self.params.alert
+        run_metrics.run_started(self.runbook, alert.source if alert else "manual")
 
     async def notify(self, event: str, severity: str, message: str, **details: Any) -> None:
         """Best effort: a notification channel that is down must not stop a remediation or
@@ -314,6 +317,9 @@ class RunbookWorkflow:
         decision = await self.gate.request(plan, dry_run=False, replan=replan)
         if decision.outcome != DecisionOutcome.APPROVED:
             return decision
+        policy = decision.by_policy is not None  # decided as the plan was made
+        opened = decision.decided_at if policy else (self.gate.opened_at or decision.decided_at)
+        run_metrics.plan_approved(self.runbook, decision.decided_at - opened, policy)
         if not await self._acquire_lease(plan):
             return decision.model_copy(update={"outcome": DecisionOutcome.TIMED_OUT})
         if replan is not None and await self._stale(plan, replan):
@@ -433,6 +439,7 @@ class RunbookWorkflow:
         await self.notify(f"{self.runbook}_cancelled", severity, summary)
         await self.release_lease()
         self.set_status(RunStatus.CANCELLED, summary)
+        run_metrics.run_finished(self.runbook, RunStatus.CANCELLED.value, self._started, False)
 
     async def cancel_path(self, err: BaseException) -> bool:
         """For runbooks whose acts need no undoing: if `err` is this run's cancellation, clean
@@ -449,6 +456,9 @@ class RunbookWorkflow:
         await self.release_lease()
         self.set_status(status, summary)
         self.audit.record("finished", summary, status=status.value)
+        run_metrics.run_finished(
+            self.runbook, status.value, self._started, status == RunStatus.REMEDIATED
+        )
         self.gate.run_finished = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.report_final = self._build_report(finished=True)
@@ -471,6 +481,10 @@ class RunbookWorkflow:
             fingerprint=alert.fingerprint,
             count=repeats,
         )
+
+    @property
+    def _started(self) -> datetime:
+        return workflow.info().start_time
 
     def _build_report(self, finished: bool = False) -> RunReport:
         return RunReport(

@@ -291,6 +291,12 @@ class SafetyEnvelopeWorkflow:
     def status(self, query: SafetyQuery) -> SafetyStatus:
         return self._status(query)
 
+    @workflow.query
+    def held_leases(self) -> dict[str, Lease]:
+        """The leases held now, by target (for the service's metrics and operators)."""
+        now = workflow.now()
+        return {t: lease for t, lease in self.state.leases.items() if lease.expires_at > now}
+
     def _status(self, query: SafetyQuery | None) -> SafetyStatus:
         now = workflow.now()
         if query is not None and query.now is not None:

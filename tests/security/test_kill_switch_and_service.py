@@ -38,6 +38,11 @@ async def call(service: str, path: str, who: str, body: Mapping[str, object]) ->
         return await http.post(path, json=body, headers={"Authorization": f"Bearer {TOKENS[who]}"})
 
 
+async def scrape(service: str) -> str:
+    async with httpx.AsyncClient(base_url=service, timeout=30) as http:
+        return (await http.get("/metrics")).text
+
+
 async def switch_state(world: World) -> SafetyStatus:
     handle = world.client.get_workflow_handle(safety_workflow_id(world.queue))
     status: SafetyStatus = await handle.query(
@@ -62,6 +67,7 @@ async def test_the_kill_switch_is_resumed_only_by_a_signed_lead(world: World, se
     paused = await call(service, "/safety/pause", "alice", {"reason": "db migration"})
     assert paused.status_code == 200, paused.text
     assert paused.json()["paused"] and paused.json()["paused_by"] == "alice"
+    assert "remediate_kill_switch_engaged 1.0" in await scrape(service)
 
     # Straight through Temporal, as anyone: unsigned, or a pause token relabelled, or signed
     # by a key the worker does not know.
@@ -95,6 +101,9 @@ async def test_the_kill_switch_is_resumed_only_by_a_signed_lead(world: World, se
 
     resumed = await call(service, "/safety/resume", "bob", {"reason": "migration finished"})
     assert resumed.status_code == 200 and not resumed.json()["paused"]
+    metrics = await scrape(service)
+    assert "remediate_kill_switch_engaged 0.0" in metrics
+    assert "remediate_leases_held 0.0" in metrics
     audit = [(r.kind, r.by, r.reason) for r in (await switch_state(world)).audit]
     assert audit == [("paused", "alice", "db migration"), ("resumed", "bob", "migration finished")]
 
