@@ -7,6 +7,7 @@ TEMPORAL_* (REMEDIATE_TEMPORAL_ADDRESS is removed), so nothing else can be what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -18,13 +19,22 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.deployment import (
+    TARGETS,
+    Deployment,
+    approve_everything,
+    process_env,
+    send_alert,
+    write_deployment_config,
+)
 from tests.fake_system import CONFIG, FakeSystem
+from tests.flag_app import flag_app
 from tests.support import start_signed, write_config
 from tests.tls_proxy import Certificates, make_certificates, proxy_available, tls_proxy
 from workers.settings import Settings, connect
 from workers.temporal_config import TemporalConfigError
 from workers.worker import WORKFLOW_RUNNER
-from workflows.models import RunbookInput, RunStatus
+from workflows.models import RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
 
@@ -219,3 +229,37 @@ async def test_cli_lists_runs_through_mutual_tls(
         f"error: {mutual_tls} closed the connection after the TLS handshake: it requires a "
         "client certificate: set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
     ]
+
+
+async def test_worker_and_service_processes_remediate_through_mutual_tls(
+    dev_env: WorkflowEnvironment, mutual_tls: str, certs: Certificates, tmp_path: Path
+) -> None:
+    """The deployment as processes (a worker, the service) reaching Temporal only through the
+    mutual-TLS proxy, configured by a profile file as the `temporal` CLI would be: an alert
+    to the service starts a run, its two gates are approved through the service, and the
+    worker completes it."""
+    with flag_app() as app:
+        config = write_deployment_config(tmp_path, app.url)
+        profile = mutual_profile(tmp_path / "temporal.toml", mutual_tls, certs)
+        env = process_env(
+            config, {"TEMPORAL_CONFIG_FILE": str(profile), "TEMPORAL_PROFILE": "secured"}
+        )
+        deployed = Deployment(dev_env.client, env)
+        name = TARGETS[0]
+        handle = dev_env.client.get_workflow_handle(f"read_only-{name}", result_type=RunReport)
+        stop = asyncio.Event()
+        try:
+            deployed.start_worker()
+            service = deployed.start_service()
+            assert await send_alert(service, name) == "started"
+            approver = asyncio.create_task(approve_everything([service, service], stop))
+            report = await asyncio.wait_for(handle.result(), 90)
+            stop.set()
+            assert await approver == 2
+        finally:
+            stop.set()
+            deployed.stop()
+            with contextlib.suppress(Exception):
+                await handle.terminate()
+    assert report.status == RunStatus.REMEDIATED, report.summary
+    assert app.changes == {(name, True): 1, (name, False): 1}
