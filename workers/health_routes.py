@@ -2,13 +2,12 @@
 503 JSON, so a load balancer sends alerts to a replica that can take them), GET /livez
 (liveness: 200 while the process serves HTTP, whatever Temporal does, so an orchestrator
 does not restart the service for Temporal's outage), and GET /metrics (Prometheus text;
-refreshes the gauges counted from Temporal first, and still answers, with the last values,
-when Temporal does not). The metric objects themselves are in `workers.metrics`."""
+refreshes the gauges counted from Temporal first (`workers.run_metrics`), and still answers,
+with the last values, when Temporal does not). The metric objects themselves are in
+`workers.metrics`."""
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import suppress
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Request
@@ -16,7 +15,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workers.http_common import TEMPORAL_DOWN, ErrorBody, temporal_client, why_unreachable
-from workers.metrics import GATES_PENDING, OUTCOMES, RUN_OUTCOMES
+from workers.run_metrics import refresh
 
 router = APIRouter()
 
@@ -44,14 +43,5 @@ async def livez() -> dict[str, str]:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    client = temporal_client(request)
-    query = "RemediationStatus = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
-    with suppress(*TEMPORAL_DOWN):  # metrics still answer when Temporal does not
-        pending, *finished = await asyncio.gather(
-            client.count_workflows(query),
-            *(client.count_workflows(f"RemediationStatus = '{s.value}'") for s in OUTCOMES),
-        )
-        GATES_PENDING.set(pending.count)
-        for status, count in zip(OUTCOMES, finished, strict=True):
-            RUN_OUTCOMES.labels(status.value).set(count.count)
+    await refresh(temporal_client(request))  # metrics still answer when Temporal does not
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,10 @@ COALESCED_LOST = Counter(
 )
 DECISIONS = Counter("remediate_decisions_total", "Decisions via the API", ["kind", "result"])
 GATES_PENDING = Gauge("remediate_gates_pending", "Gates awaiting approval")
+GATE_OLDEST_WAIT = Gauge(
+    "remediate_gate_oldest_wait_seconds",
+    "How long the oldest gate awaiting approval has waited (0: none waits)",
+)
 RUN_OUTCOMES = Gauge(
     "remediate_runs_finished", "Finished remediations by outcome (from Temporal)", ["status"]
 )
