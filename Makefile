@@ -6,8 +6,14 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: run test lint bench demo-exhaust debian-packages
 
 # Debian packages the tests run for real: nginx's stream module is the TLS proxy in front of
-# Temporal (tests/test_temporal_tls.py). Installed as root, only when missing.
-DEB_PACKAGES := nginx-light libnginx-mod-stream
+# Temporal (tests/test_temporal_tls.py); Prometheus (promtool), Alertmanager (amtool),
+# postgres-exporter and blackbox-exporter check and run infra/monitoring/
+# (tests/test_monitoring_*.py). Installed as root, only when one of their binaries is missing.
+DEB_PACKAGES := nginx-light libnginx-mod-stream prometheus prometheus-alertmanager \
+	prometheus-postgres-exporter prometheus-blackbox-exporter
+DEB_BINARIES := /usr/sbin/nginx /usr/lib/nginx/modules/ngx_stream_module.so \
+	/usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/amtool \
+	/usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-blackbox-exporter
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,13 +30,23 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The packages' own services are kept from starting (policy-rc.d, only while installing and
+# only if there was none): the tests start their own on free ports with their own data dirs.
 debian-packages:
-	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then \
+	@missing=""; for f in $(DEB_BINARIES); do [ -e "$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then \
-			echo "make test needs $(DEB_PACKAGES): run it as root or apt-get install them" >&2; \
+			echo "make test needs $(DEB_PACKAGES) (missing:$$missing): run it as root or apt-get install them" >&2; \
 			exit 1; \
 		fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+		policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+			policy=/usr/sbin/policy-rc.d; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(DEB_PACKAGES); status=$$?; \
+		[ -z "$$policy" ] || rm -f "$$policy"; \
+		exit $$status; \
 	fi
 
 test: lint debian-packages

@@ -26,6 +26,10 @@ KILL_SWITCH = Gauge(
     "remediate_kill_switch_engaged", "1 while remediations are paused (the envelope's switch)"
 )
 LEASES_HELD = Gauge("remediate_leases_held", "Targets a remediation holds the lease of, now")
+GATE_OLDEST_WAIT = Gauge(
+    "remediate_gate_oldest_wait_seconds",
+    "How long the oldest gate awaiting approval has waited (0: none waits)",
+)
 RUN_OUTCOMES = Gauge(
     "remediate_runs_finished", "Finished remediations by outcome (from Temporal)", ["status"]
 )
