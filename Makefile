@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: run test lint bench demo-exhaust debian-packages
 
 # Debian packages the tests run for real: nginx's stream module is the TLS proxy in front of
-# Temporal (tests/test_temporal_tls.py). Installed as root, only when missing.
-DEB_PACKAGES := nginx-light libnginx-mod-stream
+# Temporal (tests/test_temporal_tls.py); chromium is the browser playwright drives to read
+# decoded payloads in the Temporal UI (tests/test_encrypted_history.py). Installed as root,
+# only when missing.
+DEB_PACKAGES := nginx-light libnginx-mod-stream chromium
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,7 +27,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 debian-packages:
-	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then \
+	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ] \
+		|| [ ! -x /usr/bin/chromium ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then \
 			echo "make test needs $(DEB_PACKAGES): run it as root or apt-get install them" >&2; \
 			exit 1; \

@@ -13,15 +13,19 @@ origins only (CORS with credentials, for the session cookie).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from pydantic import BaseModel, Field, ValidationError
+from temporalio.api.common.v1 import Payload, Payloads
 
 from activities.config import load_config
+from workers.error_handlers import validation_message
 from workers.http_common import caller_or_session_identity, read_body, refuse, temporal_client
 from workers.payload_codec import EncryptionCodec, PayloadDecryptionError
 
@@ -82,7 +86,7 @@ async def transcode(
         payloads = _parse(await read_body(request, SOURCE))
         transform = codec.open if action == "decode" else codec.seal
         try:
-            answer = Payloads(payloads=[transform(p) for p in payloads.payloads])
+            answer = Payloads(payloads=[transform(p) for p in payloads])
         except PayloadDecryptionError as err:
             raise HTTPException(422, str(err)) from None
     except HTTPException as err:
@@ -123,12 +127,41 @@ def _codec(request: Request, namespace: str | None) -> EncryptionCodec:
     return codec
 
 
-def _parse(body: bytes) -> Payloads:
+class WirePayload(BaseModel):
+    metadata: dict[str, str] = Field(default_factory=dict)
+    data: str = ""
+
+
+class WirePayloads(BaseModel):
+    """The Payloads protobuf as JSON, read strictly: protobuf's own JSON parser skips what is
+    not base64 and would decode garbage."""
+
+    payloads: list[WirePayload]
+
+
+def _parse(body: bytes) -> list[Payload]:
     try:
-        return json_format.Parse(body, Payloads())
-    except (json_format.ParseError, ValueError) as err:  # ValueError: not UTF-8
+        wire = WirePayloads.model_validate_json(body)
+        return [
+            Payload(
+                metadata={
+                    k: _base64(v, f"payloads[{i}].metadata.{k}") for k, v in p.metadata.items()
+                },
+                data=_base64(p.data, f"payloads[{i}].data"),
+            )
+            for i, p in enumerate(wire.payloads)
+        ]
+    except (ValidationError, ValueError) as err:
+        problem = validation_message(err.errors()) if isinstance(err, ValidationError) else err
         raise HTTPException(
             400,
-            f"the body is not Temporal's Payloads as JSON ({err}): send "
+            f"the body is not Temporal's Payloads as JSON ({problem}): send "
             '{"payloads": [{"metadata": {"encoding": "<base64>"}, "data": "<base64>"}]}',
         ) from None
+
+
+def _base64(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError(f"{where} is not base64") from None
