@@ -304,6 +304,41 @@ async def test_after_key_rotation_payloads_sealed_under_the_old_key_still_read(
         await without_k1.get_workflow_handle(runs.sealed.workflow_id).result()
 
 
+def test_the_cli_reads_a_sealed_run_with_the_keys_and_says_what_to_set_without(
+    stack: Stack, runs: Runs
+) -> None:
+    keys = {k: r.model_dump(exclude_none=True) for k, r in codec_keys("test-k1").items()}
+    with_keys = {
+        "REMEDIATE_CODEC_KEYS": json.dumps(keys),
+        "REMEDIATE_CODEC_ENCRYPT_WITH": "test-k1",
+    }
+    shown = remediate(stack, ["status", runs.sealed.workflow_id, "--json"], with_keys)
+    assert shown.returncode == 0, shown.stderr
+    assert runs.sealed.marker in shown.stdout
+    refused = remediate(stack, ["status", runs.sealed.workflow_id, "--json"], {})
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: this payload is encrypted (codec key 'test-k1') and this process has no codec "
+        "keys: set REMEDIATE_CODEC_KEYS and REMEDIATE_CODEC_ENCRYPT_WITH as the worker has them"
+    ]
+
+
+def remediate(
+    stack: Stack, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The `remediate` CLI in its own process, talking to this stack's Temporal."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATE_CODEC_")}
+    process_env = base | {"TEMPORAL_ADDRESS": stack.address, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def bearer(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who]}"}
 
