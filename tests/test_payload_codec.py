@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
@@ -121,3 +121,12 @@ def test_a_key_that_cannot_be_used_is_one_line_saying_what_to_fix(
     assert "\n" not in str(raised.value)
     if value:
         assert value not in str(raised.value)
+
+
+def test_keys_that_are_not_json_are_a_settings_error_saying_the_shape() -> None:
+    os.environ["REMEDIATE_CODEC_KEYS"] = "k1=env:CODEC_K1"
+    try:
+        with pytest.raises(ValidationError, match=r"codec_keys\n.*must be JSON"):
+            Settings()
+    finally:
+        del os.environ["REMEDIATE_CODEC_KEYS"]

@@ -3,8 +3,11 @@ Where Temporal is and how to reach it: Temporal's own configuration (workers/tem
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
@@ -41,8 +44,22 @@ class Settings(BaseSettings):
     # The payload codec (workers/payload_codec.py, workers/codec_keys.py): key id -> secret
     # reference (JSON: {"k1": {"env": "CODEC_K1"}}), and the id that encrypts. The same in
     # every process that talks to Temporal; unset, payloads stay plain.
-    codec_keys: dict[str, SecretRef] = Field(default_factory=dict)
+    codec_keys: Annotated[dict[str, SecretRef], NoDecode] = Field(default_factory=dict)
     codec_encrypt_with: str | None = None
+
+    @field_validator("codec_keys", mode="before")
+    @classmethod
+    def _codec_keys_json(cls, value: Any) -> Any:
+        """JSON read here, so a typo is a one-line validation error naming the variable
+        (pydantic-settings' own decoding fails with a traceback)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError(
+                'must be JSON: {"<key id>": {"env": "VAR"} or {"secret_arn": "arn:..."}}'
+            ) from None
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
