@@ -8,12 +8,14 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Debian packages the tests run for real: nginx's stream module is the TLS proxy in front of
 # Temporal (tests/test_temporal_tls.py); Prometheus (promtool), Alertmanager (amtool),
 # postgres-exporter and blackbox-exporter check and run infra/monitoring/
-# (tests/test_monitoring_*.py). Installed as root, only when one of their binaries is missing.
+# (tests/test_monitoring_*.py); chromium is the browser playwright drives to read decoded
+# payloads in the Temporal UI (tests/test_encrypted_history.py). Installed as root, only
+# when one of their binaries is missing.
 DEB_PACKAGES := nginx-light libnginx-mod-stream prometheus prometheus-alertmanager \
-	prometheus-postgres-exporter prometheus-blackbox-exporter
+	prometheus-postgres-exporter prometheus-blackbox-exporter chromium
 DEB_BINARIES := /usr/sbin/nginx /usr/lib/nginx/modules/ngx_stream_module.so \
 	/usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/amtool \
-	/usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-blackbox-exporter
+	/usr/bin/prometheus-postgres-exporter /usr/bin/prometheus-blackbox-exporter /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

@@ -389,6 +389,20 @@ class IntakeConfig(StrictModel):
     timestamp_tolerance_seconds: int = 300
 
 
+class CodecServerConfig(StrictModel):
+    """Who may read decoded payloads through the service's codec endpoint (the Temporal UI's
+    and CLI's codec server, `workers/codec_routes.py`). The keys themselves are process
+    settings (REMEDIATE_CODEC_KEYS), since the CLI and replayer need them without this file."""
+
+    # Identities in any of these groups may decode (and encode); nobody may when empty.
+    decode_groups: list[str] = Field(default_factory=list)
+    # Origins of the Temporal UI allowed to call the endpoint from a browser, exactly as the
+    # browser sends them (scheme://host:port): e.g. "http://127.0.0.1:8233".
+    ui_origins: list[str] = Field(default_factory=list)
+    # How long a browser session cookie (POST /session) lasts.
+    session_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+
+
 class RouteConfig(StrictModel):
     """Which alert starts which runbook on which target."""
 
@@ -463,6 +477,7 @@ class EngineConfig(StrictModel):
     intake: IntakeConfig = IntakeConfig()
     routes: list[RouteConfig] = Field(default_factory=list)
     safety: SafetyLimits = SafetyLimits()
+    codec_server: CodecServerConfig = CodecServerConfig()
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -20,10 +21,14 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.converter import DataConverter
 
 from activities import decision_tokens
 from activities.approval_auth import DecisionKind, DecisionRequest
+from activities.refs import SecretRef
 from infra.local_postgres import free_port
+from workers.codec_keys import codec_for
+from workers.payload_codec import data_converter
 from workflows.models import GateView, RunbookInput
 from workflows.pool_restart import PoolRestartWorkflow
 
@@ -311,3 +316,24 @@ def record_history(name: str, history: WorkflowHistory) -> None:
     (HISTORIES / f"{name}.json").write_text(history.to_json())
     ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
     WORKFLOW_IDS.write_text(json.dumps({**ids, name: history.workflow_id}, indent=2) + "\n")
+
+
+# The payload codec's test keys (workers/payload_codec.py), by reference as in production.
+# `test-k1` is fixed, not random: tests/histories/pool_restart_encrypted.json was sealed
+# under it and tests/test_replay.py opens it. A test key, never a real one.
+CODEC_KEY_ENVS = {"test-k1": "REMEDIATE_TEST_CODEC_K1", "test-k2": "REMEDIATE_TEST_CODEC_K2"}
+CODEC_TEST_K1 = "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGho="
+
+
+def codec_keys(*key_ids: str) -> dict[str, SecretRef]:
+    """The test codec keys `key_ids` as references (REMEDIATE_CODEC_KEYS), their values put
+    in the environment: test-k1 fixed, test-k2 random per session."""
+    os.environ.setdefault(CODEC_KEY_ENVS["test-k1"], CODEC_TEST_K1)
+    os.environ.setdefault(CODEC_KEY_ENVS["test-k2"], base64.b64encode(os.urandom(32)).decode())
+    return {key_id: SecretRef(env=CODEC_KEY_ENVS[key_id]) for key_id in key_ids}
+
+
+def codec_converter(*key_ids: str, encrypt_with: str | None = None) -> DataConverter:
+    """The data converter a process configured with these test keys uses (no keys: plain)."""
+    keys = codec_keys(*key_ids)
+    return data_converter(codec_for(keys, (encrypt_with or key_ids[0]) if keys else None))

@@ -2,7 +2,10 @@
 
 `tests/histories/*.json` are the current runbooks' recordings; the folders below it keep those
 of earlier versions (`v1-hmac-decisions/`: decisions before they were signed tokens), which
-must still replay through their `workflow.patched` branches. Re-record after an intentional,
+must still replay through their `workflow.patched` branches. The replayer has the payload
+codec on, as a worker configured with keys has: the plain recordings pass through it, and
+`pool_restart_encrypted.json` (recorded by tests/test_encrypted_history.py, sealed under the
+fixed test key `test-k1`) is opened by it. Re-record after an intentional,
 versioned change with `RECORD_HISTORIES=1 pytest tests/test_pool_restart_postgres.py
 tests/test_read_only.py tests/test_rollback.py tests/test_backup_restore.py
 tests/test_key_rotation.py` (and move the old recordings into a folder first).
@@ -15,16 +18,20 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.support import WORKFLOW_IDS
+from tests.support import WORKFLOW_IDS, codec_converter
 from workers.worker import WORKFLOW_RUNNER, WORKFLOWS
 from workflows.names import RUNBOOK_WORKFLOW_TYPES
 
 HISTORIES_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(p for p in HISTORIES_DIR.rglob("*.json") if p != WORKFLOW_IDS)
 CURRENT = [p for p in HISTORIES if p.parent == HISTORIES_DIR]
+
+
+def test_there_is_an_encrypted_recording() -> None:
+    encrypted = (HISTORIES_DIR / "pool_restart_encrypted.json").read_text()
+    assert '"YmluYXJ5L2VuY3J5cHRlZA=="' in encrypted  # base64 of binary/encrypted
 
 
 def test_there_is_a_recorded_history_per_runbook() -> None:
@@ -45,6 +52,8 @@ async def test_recorded_history_replays(path: Path) -> None:
     # Signed decisions are bound to the workflow id: replay under the one the run had.
     history = WorkflowHistory.from_json(ids.get(path.stem, path.stem), path.read_text())
     replayer = Replayer(
-        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+        workflows=WORKFLOWS,
+        data_converter=codec_converter("test-k1", "test-k2", encrypt_with="test-k2"),
+        workflow_runner=WORKFLOW_RUNNER,
     )
     await replayer.replay_workflow(history)

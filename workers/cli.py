@@ -33,6 +33,7 @@ from workers.approvals import (
     DecisionError,
     RunEndedError,
 )
+from workers.payload_codec import PayloadDecryptionError
 from workers.settings import Settings, connect, temporal_target
 from workers.temporal_config import TemporalConfigError
 from workflows.models import ApprovalDecision, GateView, RunReport
@@ -85,7 +86,12 @@ def _user_error(err: Exception) -> str | None:
     """The line telling the user what to fix, or None for a bug (shown with its traceback)."""
     if isinstance(
         err,
-        DecisionError | UserError | ConfigError | AuthenticationFailedError | TemporalConfigError,
+        DecisionError
+        | UserError
+        | ConfigError
+        | AuthenticationFailedError
+        | TemporalConfigError
+        | PayloadDecryptionError,  # a history sealed under keys this shell lacks
     ):
         return str(err)
     if isinstance(err, RPCError):

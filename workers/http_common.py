@@ -14,9 +14,10 @@ from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from activities.approval_auth import AuthenticationFailedError, identify
-from activities.config import SecretRef, load_config
+from activities.config import ConfigError, SecretRef, load_config
 from activities.secrets.references import resolve_secret
 from workers.body_limit import MAX_BODY_BYTES, BodyTooLarge
+from workers.browser_sessions import COOKIE, SessionRefusedError, session_identity
 from workers.error_handlers import RETRY_AFTER_SECONDS
 from workers.metrics import REJECTED
 from workers.webhook_auth import any_signature_matches, timestamp_fresh
@@ -98,6 +99,26 @@ def caller_identity(authorization: str) -> str:
         return identify(load_config(), bearer_token(authorization))
     except AuthenticationFailedError as err:
         raise HTTPException(status_code=401, detail=str(err)) from None
+
+
+def caller_or_session_identity(request: Request, authorization: str) -> str:
+    """The caller's identity from a bearer token, else from a browser session cookie
+    (`workers.browser_sessions`); 401 with neither, never anonymous."""
+    if authorization:
+        return caller_identity(authorization)
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        raise HTTPException(
+            status_code=401,
+            detail="send Authorization: Bearer <your token>, or sign in for a session cookie "
+            "(POST /session) and let the browser include it",
+        )
+    try:
+        return session_identity(load_config(), cookie)
+    except SessionRefusedError as err:
+        raise HTTPException(status_code=401, detail=str(err)) from None
+    except ConfigError as err:  # the signing key that verifies sessions cannot be read
+        raise HTTPException(503, f"the service cannot verify sessions: {err}") from None
 
 
 # What a call to Temporal raises when the server (or the worker answering a query or an

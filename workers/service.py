@@ -7,6 +7,8 @@ This module only assembles it; each role's routes are in their own module:
     workers/run_routes.py       POST /runs (start a runbook as the caller)
     workers/safety_routes.py    POST /safety/pause | resume, GET /safety (the kill switch)
     workers/slack_routes.py     POST /slack/interactions
+    workers/codec_routes.py     POST /codec/decode | encode (the Temporal UI's codec server)
+    workers/session_routes.py   POST | DELETE | GET /session (a browser session cookie)
     workers/health_routes.py    GET /healthz, GET /livez, GET /metrics (workers/metrics.py)
 
 Shared per-app state (`Settings`, the Temporal client, the alert `Dispatcher`) is put on
@@ -28,12 +30,14 @@ from fastapi import FastAPI
 from activities.config import load_config
 from workers import (
     approval_routes,
+    codec_routes,
     error_handlers,
     health_routes,
     intake_routes,
     logs,
     run_routes,
     safety_routes,
+    session_routes,
     slack_routes,
 )
 from workers.body_limit import BodyLimit
@@ -61,7 +65,15 @@ def create_app() -> FastAPI:
     bodies bounded before anything reads them (`workers.body_limit`); errors as
     `{"error": "..."}` (`workers.error_handlers`)."""
     app = FastAPI(title="Remediation engine: intake and approvals", lifespan=lifespan)
-    routers = (intake_routes, approval_routes, run_routes, safety_routes, slack_routes)
+    routers = (
+        intake_routes,
+        approval_routes,
+        run_routes,
+        safety_routes,
+        slack_routes,
+        codec_routes,
+        session_routes,
+    )
     for module in (*routers, health_routes):
         app.include_router(module.router)
     error_handlers.install(app)

@@ -3,13 +3,19 @@ Where Temporal is and how to reach it: Temporal's own configuration (workers/tem
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from activities.refs import SecretRef
 from workers.coalescer import CoalescePolicy
+from workers.codec_keys import codec_for
 from workers.logs import LogFormat
+from workers.payload_codec import EncryptionCodec
 from workers.temporal_config import TemporalTarget, load_target
 from workers.temporal_connect import connect_to
 from workflows import run_metrics
@@ -44,6 +50,25 @@ class Settings(BaseSettings):
     worker_drain_seconds: float = Field(default=30.0, ge=0)
     # Log lines as JSON objects with the run's ids as fields (workers/logs.py), or "text".
     log_format: LogFormat = "json"
+    # The payload codec (workers/payload_codec.py, workers/codec_keys.py): key id -> secret
+    # reference (JSON: {"k1": {"env": "CODEC_K1"}}), and the id that encrypts. The same in
+    # every process that talks to Temporal; unset, payloads stay plain.
+    codec_keys: Annotated[dict[str, SecretRef], NoDecode] = Field(default_factory=dict)
+    codec_encrypt_with: str | None = None
+
+    @field_validator("codec_keys", mode="before")
+    @classmethod
+    def _codec_keys_json(cls, value: Any) -> Any:
+        """JSON read here, so a typo is a one-line validation error naming the variable
+        (pydantic-settings' own decoding fails with a traceback)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError(
+                'must be JSON: {"<key id>": {"env": "VAR"} or {"secret_arn": "arn:..."}}'
+            ) from None
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
@@ -59,10 +84,18 @@ def temporal_target(settings: Settings) -> TemporalTarget:
     return load_target(settings.temporal_address, settings.namespace)
 
 
+def payload_codec(settings: Settings) -> EncryptionCodec:
+    """The codec with its keys resolved; a missing or malformed key raises `CodecKeyError`
+    (a `TemporalConfigError`) saying which one and what to fix."""
+    return codec_for(settings.codec_keys, settings.codec_encrypt_with)
+
+
 async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
-    """A client of the Temporal that Temporal's configuration names; a failure raises
-    `TemporalConfigError` whose message is one line saying what to fix."""
-    return await connect_to(temporal_target(settings or Settings()), runtime)
+    """A client of the Temporal that Temporal's configuration names, with the payload codec
+    the settings configure; a failure raises `TemporalConfigError` whose message is one line
+    saying what to fix."""
+    settings = settings or Settings()
+    return await connect_to(temporal_target(settings), runtime, payload_codec(settings))
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:

@@ -4,9 +4,9 @@ one line that says what to fix, instead of the transport's error chain."""
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
+from workers.payload_codec import EncryptionCodec, data_converter
 from workers.temporal_config import TemporalConfigError, TemporalTarget
 
 SET_CA = "set TEMPORAL_TLS_SERVER_CA_CERT_PATH to the CA that signed it"
@@ -17,12 +17,16 @@ class TemporalConnectError(TemporalConfigError):
     """Temporal could not be reached with this configuration; the message says what to fix."""
 
 
-async def connect_to(target: TemporalTarget, runtime: Runtime | None = None) -> Client:
+async def connect_to(
+    target: TemporalTarget, runtime: Runtime | None = None, codec: EncryptionCodec | None = None
+) -> Client:
+    """A client with the pydantic converter and the payload codec (`workers.payload_codec`;
+    without one, payloads stay plain and an encrypted one is refused with what to set)."""
     try:
         return await Client.connect(
             target.address,
             namespace=target.namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(codec or EncryptionCodec(None)),
             runtime=runtime,
             tls=target.tls,
             api_key=target.api_key,
