@@ -3,11 +3,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench demo-exhaust debian-packages
+.PHONY: run test lint lock bench demo-exhaust debian-packages
 
 # Debian packages the tests run for real: nginx's stream module is the TLS proxy in front of
-# Temporal (tests/test_temporal_tls.py). Installed as root, only when missing.
-DEB_PACKAGES := nginx-light libnginx-mod-stream
+# Temporal (tests/test_temporal_tls.py); docker-compose resolves the Compose install without a
+# Docker engine (tests/test_deploy_compose.py). Installed as root, only when missing.
+DEB_PACKAGES := nginx-light libnginx-mod-stream docker-compose
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,8 +25,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The image's lock (Dockerfile): pyproject's runtime dependencies and the build backend, with
+# hashes, for the image's platform. Keeps the current pins; `make lock UPGRADE=--upgrade` moves
+# them. tests/test_deploy_image.py fails while pyproject asks for something the lock lacks.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml infra/image/build-backend.in $(UPGRADE) \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command 'make lock' --quiet -o infra/image/requirements.lock
+
 debian-packages:
-	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then \
+	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ] \
+		|| [ ! -x /usr/bin/docker-compose ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then \
 			echo "make test needs $(DEB_PACKAGES): run it as root or apt-get install them" >&2; \
 			exit 1; \

@@ -3,6 +3,7 @@ Where Temporal is and how to reach it: Temporal's own configuration (workers/tem
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     # Where the worker serves the Temporal SDK's Prometheus metrics (host:port), among them
     # `remediation_decisions_refused`; unset, it serves none.
     worker_metrics_address: str | None = None
+    # After SIGTERM the worker stops polling and gives running activities this long to finish
+    # before cancelling them (a cancelled activity is retried elsewhere). An orchestrator's
+    # grace period must be longer (infra/k8s/worker.yaml: terminationGracePeriodSeconds).
+    worker_drain_seconds: float = Field(default=30.0, ge=0)
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:

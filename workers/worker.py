@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -132,22 +133,25 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 
-def build_worker(client: Client, task_queue: str) -> Worker:
+def build_worker(client: Client, task_queue: str, drain: timedelta = timedelta()) -> Worker:
+    """`drain`: how long running activities may go on after shutdown begins."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities_for(client),
         workflow_runner=WORKFLOW_RUNNER,
+        graceful_shutdown_timeout=drain,
     )
 
 
 async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
     client = await connect(settings, metrics_runtime(settings))
-    worker = build_worker(client, settings.task_queue)
-    # On SIGTERM/SIGINT stop polling and let running activities finish (or heartbeat out)
-    # instead of dropping them mid-action.
+    drain = timedelta(seconds=settings.worker_drain_seconds)
+    worker = build_worker(client, settings.task_queue, drain)
+    # On SIGTERM/SIGINT stop polling and give running activities the drain time to finish
+    # instead of dropping them mid-action (the SDK's default is to cancel them at once).
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
@@ -155,6 +159,7 @@ async def run(settings: Settings) -> None:
         "worker polling %s on %s", settings.task_queue, client.service_client.config.target_host
     )
     await worker.run()
+    logging.info("worker stopped")
 
 
 def main() -> None:
