@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -169,6 +170,14 @@ def main() -> None:
     except TemporalConfigError as err:  # one line saying what to fix, not the transport's chain
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    # The worker has stopped and drained. Skip the interpreter's teardown: the SDK's Rust
+    # threads can still call into Python while it finalizes, and the process then aborts
+    # ("Fatal Python error: PyGILState_Release", exit 134; temporalio/sdk-python#300), so a
+    # clean SIGTERM looked like a crash to the orchestrator (tests/test_deploy_entrypoints.py).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
