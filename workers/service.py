@@ -21,7 +21,6 @@ Run: `uvicorn workers.service:app` (or `remediate-service`), with REMEDIATE_CONF
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,8 +41,9 @@ from workers import (
 )
 from workers.body_limit import BodyLimit
 from workers.dispatch import Dispatcher
+from workers.exits import exit_now, fail
 from workers.replay import DeliveryCache
-from workers.settings import Settings, coalesce_policy, connect
+from workers.settings import Settings, coalesce_policy, connect, load_settings
 from workers.temporal_config import TemporalConfigError
 
 
@@ -90,14 +90,14 @@ app = create_app()
 def main() -> None:
     import uvicorn
 
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     try:  # Temporal's configuration first: a failure is one line saying what to fix
         asyncio.run(connect(settings))
     except TemporalConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
+    exit_now(0)  # see workers/exits.py
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -14,6 +14,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from activities.refs import SecretRef
 from workers.coalescer import CoalescePolicy
 from workers.codec_keys import codec_for
+from workers.exits import fail
 from workers.logs import LogFormat
 from workers.payload_codec import EncryptionCodec
 from workers.temporal_config import TemporalTarget, load_target
@@ -69,6 +70,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 'must be JSON: {"<key id>": {"env": "VAR"} or {"secret_arn": "arn:..."}}'
             ) from None
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; invalid ones end the process with one line naming
+    each variable and what is wrong with it (not pydantic's traceback)."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"REMEDIATE_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}"
+            for e in err.errors()
+        )
+        fail(f"invalid settings: {problems}")
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -54,7 +53,8 @@ from activities.secrets.rotation import (
 )
 from activities.targets import describe_target
 from workers import logs
-from workers.settings import Settings, connect, metrics_runtime
+from workers.exits import exit_now, fail
+from workers.settings import Settings, connect, load_settings, metrics_runtime
 from workers.temporal_config import TemporalConfigError
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.key_rotation import KeyRotationWorkflow
@@ -168,13 +168,13 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_format)
     try:
         asyncio.run(run(settings))
     except TemporalConfigError as err:  # one line saying what to fix, not the transport's chain
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
+    exit_now(0)  # stopped and drained (see workers/exits.py)
 
 
 if __name__ == "__main__":
