@@ -30,7 +30,13 @@ from tests.deployment import (
 from tests.fake_system import CONFIG, FakeSystem
 from tests.flag_app import flag_app
 from tests.support import start_signed, write_config
-from tests.tls_proxy import Certificates, make_certificates, proxy_available, tls_proxy
+from tests.tls_proxy import (
+    Certificates,
+    api_key_proxy,
+    make_certificates,
+    proxy_available,
+    tls_proxy,
+)
 from workers.settings import Settings, connect
 from workers.temporal_config import TemporalConfigError
 from workers.worker import WORKFLOW_RUNNER
@@ -263,3 +269,28 @@ async def test_worker_and_service_processes_remediate_through_mutual_tls(
                 await handle.terminate()
     assert report.status == RunStatus.REMEDIATED, report.summary
     assert app.changes == {(name, True): 1, (name, False): 1}
+
+
+async def test_an_api_key_is_sent_and_a_refused_one_is_one_line(
+    dev_env: WorkflowEnvironment,
+    temporal_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    certs: Certificates,
+) -> None:
+    """TEMPORAL_API_KEY, as for Temporal Cloud, through a proxy that checks it: the right key
+    completes a run; a wrong one stops the client at connect with one line."""
+    key = f"key-{uuid.uuid4().hex}"
+    upstream = dev_env.client.service_client.config.target_host
+    with api_key_proxy(upstream, certs, key) as address:
+        monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+        monkeypatch.setenv("TEMPORAL_TLS_SERVER_CA_CERT_PATH", str(certs.ca))
+        monkeypatch.setenv("TEMPORAL_API_KEY", key)
+        await dry_run_completes(await connect(Settings()))
+
+        monkeypatch.setenv("TEMPORAL_API_KEY", "key-revoked")
+        with pytest.raises(TemporalConfigError) as refused:
+            await connect(Settings())
+    assert str(refused.value) == (
+        f"Temporal at {address} refused the API key (TEMPORAL_API_KEY) for namespace "
+        "'default': check the key and the namespace (TEMPORAL_NAMESPACE)"
+    )

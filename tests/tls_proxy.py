@@ -164,3 +164,54 @@ def tls_proxy(upstream: str, certs: Certificates, *, mutual: bool) -> Iterator[s
 def proxy_available() -> bool:
     """nginx and its stream module are installed (`make test` installs them)."""
     return Path(NGINX).exists() and STREAM_MODULE.exists()
+
+
+def _api_key_config(port: int, upstream: str, certs: Certificates, api_key: str) -> str:
+    # gRPC over HTTP/2 proxied by nginx's http module, which can read the request's
+    # `authorization` metadata (the stream module cannot): a key other than the one expected
+    # is answered with gRPC status 16, UNAUTHENTICATED, as Temporal Cloud answers it (nginx's
+    # own pattern for gRPC errors: a 204 carrying grpc-status).
+    work = certs.ca.parent
+    temp = " ".join(
+        f"{kind}_temp_path {work}/{kind}-{port};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""
+daemon off;
+master_process off;
+pid {work}/nginx-{port}.pid;
+error_log {work}/nginx-{port}.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    {temp}
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {certs.server_cert};
+        ssl_certificate_key {certs.server_key};
+        location / {{
+            if ($http_authorization != "Bearer {api_key}") {{ return 401; }}
+            grpc_pass grpc://{upstream};
+        }}
+        error_page 401 = @unauthenticated;
+        location @unauthenticated {{
+            default_type application/grpc;
+            add_header grpc-status 16 always;
+            add_header grpc-message "invalid API key" always;
+            return 204;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def api_key_proxy(upstream: str, certs: Certificates, api_key: str) -> Iterator[str]:
+    """TLS in front of `upstream` that lets through only calls carrying `api_key` (as
+    `authorization: Bearer <key>`, the way Temporal Cloud takes API keys)."""
+    port = free_port()
+    config = certs.ca.parent / f"nginx-{port}.conf"
+    config.write_text(_api_key_config(port, upstream, certs, api_key))
+    command = [NGINX, "-c", str(config), "-p", str(certs.ca.parent), "-e", "stderr"]
+    with server_process(command, port, quiet=True):
+        yield f"127.0.0.1:{port}"
