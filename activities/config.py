@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from activities.keys.config import GenericKeyProviderConfig
 from activities.refs import SecretRef as SecretRef  # re-exported: the config schema names it
@@ -403,6 +403,25 @@ class CodecServerConfig(StrictModel):
     session_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
 
 
+class PagesConfig(StrictModel):
+    """Where people reach the service's pages: every notification links to the gate's or the
+    run's page (`activities/links.py`)."""
+
+    # The service's address as a person's browser reaches it (scheme://host[:port], no
+    # trailing slash), e.g. "https://remediate.example.com". Unset: notifications carry no
+    # links.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("pages.public_url must start with https:// (or http://)")
+        return value.rstrip("/")
+
+
 class RouteConfig(StrictModel):
     """Which alert starts which runbook on which target."""
 
@@ -478,6 +497,7 @@ class EngineConfig(StrictModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     safety: SafetyLimits = SafetyLimits()
     codec_server: CodecServerConfig = CodecServerConfig()
+    pages: PagesConfig = PagesConfig()
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:

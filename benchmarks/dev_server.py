@@ -1,5 +1,12 @@
 """A Temporal dev server the benchmark can stop and start again with its state: persisted in a
-SQLite file (`--db-filename`), on a fixed port, so clients reconnect to the same address."""
+SQLite file (`--db-filename`), on a fixed port, so clients reconnect to the same address.
+
+The file is written in WAL mode without a sync per commit (`synchronous=off`): that keeps
+everything across the benchmark's stop and start of the server (a process exit loses nothing;
+only the machine crashing would), and keeps SQLite's fsyncs from being what a storm measures.
+With the defaults, each of 51 concurrent signal-with-starts took 230 ms (p50) on this machine,
+against 50-65 ms in WAL mode or in memory: the stand-in's disk, not the intake nor a
+production Temporal, whose persistence is a database server."""
 
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ class DevServer:
         self._process = subprocess.Popen(
             [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", str(self.port), "--db-filename", str(self.db),
+             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off",
              *attributes],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

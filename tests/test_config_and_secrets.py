@@ -10,10 +10,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pydantic import ValidationError
 
 from activities import decision_tokens
-from activities.config import ConfigError, SecretRef, parse_config
+from activities.config import ConfigError, EngineConfig, SecretRef, parse_config
 from activities.decision_tokens import Audience
+from activities.links import gate_page_url, run_page_url
 from activities.secrets import references as secrets
 
 
@@ -175,3 +177,15 @@ class TestDecisionTokens:
     def test_garbage_is_refused_with_a_reason(self) -> None:
         for junk in ("", "x", "a.b.c", "\u00e9.\u00e9.\u00e9", self.token()[:-1]):
             assert not self.check(junk).startswith("ok"), junk
+
+
+def test_page_links_follow_the_public_url_and_are_absent_without_it() -> None:
+
+    config = EngineConfig.model_validate({"pages": {"public_url": "https://r.example.com/"}})
+    assert gate_page_url(config, "pool_restart-orders db") == (
+        "https://r.example.com/ui/gates/pool_restart-orders%20db"
+    )
+    assert run_page_url(config, "rollback-web") == "https://r.example.com/ui/runs/rollback-web"
+    assert gate_page_url(EngineConfig(), "rollback-web") is None
+    with pytest.raises(ValidationError, match="must start with https://"):
+        EngineConfig.model_validate({"pages": {"public_url": "r.example.com"}})
