@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from activities.keys.config import GenericKeyProviderConfig
 from activities.refs import SecretRef as SecretRef  # re-exported: the config schema names it
 from activities.refs import StrictModel
+from activities.senders_config import PagerDutyConfig, SilencesConfig, SlackAppConfig
 
 CONFIG_ENV = "REMEDIATE_CONFIG"
 
@@ -369,6 +370,17 @@ class NotifyConfig(StrictModel):
     webhook_token: SecretRef | None = None
     # A Slack incoming webhook URL is itself a credential, so it is a reference too.
     slack_webhook: SecretRef | None = None
+    # Or a Slack app (bot token): gate messages updated once decided, progress in threads.
+    slack_app: SlackAppConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_slack(self) -> NotifyConfig:
+        if self.slack_webhook is not None and self.slack_app is not None:
+            raise ValueError(
+                "[notify] has both slack_webhook and [notify.slack_app]: keep one (the app "
+                "can update gate messages and thread a run's progress; the webhook cannot)"
+            )
+        return self
 
 
 class IntakeConfig(StrictModel):
@@ -498,6 +510,9 @@ class EngineConfig(StrictModel):
     safety: SafetyLimits = SafetyLimits()
     codec_server: CodecServerConfig = CodecServerConfig()
     pages: PagesConfig = PagesConfig()
+    # Closing the loop with the senders (activities/senders_config.py); absent: off.
+    pagerduty: PagerDutyConfig | None = None
+    silences: SilencesConfig | None = None
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.alertmanager.silences import create_silence, expire_silence
 from activities.approval_auth import authenticate_decision
 from activities.checks import verify_until_stable
 from activities.config import load_config
@@ -22,6 +23,7 @@ from activities.http.app_flag import app_read_only_state, check_app_writes, set_
 from activities.http.probes import assess_down, probe_health
 from activities.mongo.connections import get_mongo_connection_usage
 from activities.notify.send import notify
+from activities.pagerduty.incidents import resolve_incident
 from activities.postgres.backups import check_backup, find_backups, snapshot_database
 from activities.postgres.read_only import (
     check_writes,
@@ -93,6 +95,9 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     test_credential_version,
     check_app_writes,
     check_writes,
+    create_silence,
+    expire_silence,
+    resolve_incident,
     describe_target,
     find_deployments,
     find_idle_sessions,

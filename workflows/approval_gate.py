@@ -37,10 +37,11 @@ with workflow.unsafe.imports_passed_through():
         RunbookInput,
         RunStatus,
     )
+    from workflows.sender_loop import SENDER_LOOP_PATCH
 
 from workflows import run_metrics
 
-Notifier = Callable[..., Awaitable[None]]
+Notifier = Callable[..., Awaitable[object]]
 # A runbook's fresh look while its gate waits: why the open plan no longer fits (a lighter
 # one is possible, no action is needed), or None if it still does.
 Replan = Callable[[], Awaitable[str | None]]
@@ -117,7 +118,26 @@ class ApprovalGate:
     ) -> ApprovalDecision:
         """Open the gate for `plan` and return how it closed. With `replan`, the run looks
         again every `refresh_after` while the gate waits, and closes it as superseded when
-        the plan no longer fits."""
+        the plan no longer fits. How it closed is told where the gate was announced (its
+        Slack message is updated in place, a note goes on the run's PagerDuty incident)."""
+        decision = await self._request(plan, dry_run=dry_run, replan=replan)
+        if not dry_run and workflow.patched(SENDER_LOOP_PATCH):
+            await self.notify(
+                "gate_decided",
+                "info",
+                f"plan {decision.plan_id} {decision_summary(decision)}",
+                plan_id=decision.plan_id,
+                plan=plan.describe(),
+                outcome=decision.outcome.value,
+                decided_by=decision.decided_by,
+                reason=decision.reason,
+                gate=decision.gate,
+            )
+        return decision
+
+    async def _request(
+        self, plan: Plan, *, dry_run: bool, replan: Replan | None
+    ) -> ApprovalDecision:
         self.instance += 1
         self.confirmed_at = workflow.now()
         self.audit.record(
@@ -321,17 +341,9 @@ class ApprovalGate:
         self.decisions.append(decision)
         self.closed[decision.gate] = decision
         self.open_plan = None
-        summary = {
-            DecisionOutcome.APPROVED: f"approved by {decision.decided_by}",
-            DecisionOutcome.REJECTED: f"rejected by {decision.decided_by}",
-            DecisionOutcome.TIMED_OUT: "timed out: aborting safely, nothing was changed",
-            DecisionOutcome.RESOLVED: "closed: the alert resolved before approval",
-            DecisionOutcome.DRY_RUN: f"dry run: {decision.reason}",
-            DecisionOutcome.SUPERSEDED: f"superseded, not acted on: {decision.reason}",
-        }[decision.outcome]
         self.audit.record(
             f"gate_{decision.outcome.value}",
-            f"plan {decision.plan_id} {summary}",
+            f"plan {decision.plan_id} {decision_summary(decision)}",
             actor=decision.decided_by,
             plan_id=decision.plan_id,
             reason=decision.reason,
@@ -555,3 +567,16 @@ class ApprovalGate:
         raise ApplicationError(
             f"decision refused: {reason}", type="DecisionRefused", non_retryable=True
         ) from None
+
+
+def decision_summary(decision: ApprovalDecision) -> str:
+    """How a gate closed, in words: the audit line's and the decision notification's."""
+    return {
+        DecisionOutcome.APPROVED: f"approved by {decision.decided_by}",
+        DecisionOutcome.REJECTED: f"rejected by {decision.decided_by}",
+        DecisionOutcome.TIMED_OUT: "timed out: aborting safely, nothing was changed",
+        DecisionOutcome.RESOLVED: "closed: the alert resolved before approval",
+        DecisionOutcome.DRY_RUN: f"dry run: {decision.reason}",
+        DecisionOutcome.SUPERSEDED: f"superseded, not acted on: {decision.reason}",
+        DecisionOutcome.COUNTED: f"approval counted from {decision.decided_by}",
+    }[decision.outcome]

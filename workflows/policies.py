@@ -15,6 +15,8 @@ from temporalio.common import RetryPolicy
 READ_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
 ACT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+# A notification or a sender's API call (Slack, PagerDuty, Alertmanager): a few requests.
+NOTIFY_TIMEOUT = timedelta(seconds=30)
 
 # A plan made stale by the world (it moved between plan and act) is re-made this many times
 # at most before the run escalates; each new plan needs a new decision.

@@ -241,6 +241,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
 
     async def _restore_after_cancel(self) -> None:
         if not self.read_only:
+            await self.senders.unsilence()
             self.set_status(RunStatus.CANCELLED, "cancelled; nothing was changed")
             return
         target = self.params.target
@@ -255,6 +256,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             self.audit.record("cancel_cleanup_failed", summary)
             await self.notify("read_only_cancelled", "page", summary)
         await self.release_lease()
+        await self.senders.unsilence()
         self.set_status(RunStatus.CANCELLED, summary)
 
     # -- activities ------------------------------------------------------------------

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         verify_until_stable,
     )
-    from activities.notify.models import Notification
+    from activities.notify.models import Notification, NotifyResult
     from activities.notify.send import notify
     from activities.safety import SafetyActivities, SafetyQuery
     from activities.targets import (
@@ -55,7 +55,8 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
-    from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, READ_RETRY
+    from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, NOTIFY_TIMEOUT, READ_RETRY
+    from workflows.sender_loop import SenderLoop
     from workflows.target_lease import KillSwitchStop, TargetLease
 
 from workflows import run_metrics
@@ -89,6 +90,8 @@ class RunbookWorkflow:
         # Plans re-made because the world moved between plan and act (bounded per runbook).
         self.replans = 0
         self.lease = TargetLease(params.target, self.runbook, self.audit, self.set_status)
+        # The alert's senders: Slack thread, PagerDuty incident, Alertmanager silence.
+        self.senders = SenderLoop(self.runbook, params.alert, self.audit)
         self.gate = ApprovalGate(
             params=params,
             audit=self.audit,
@@ -222,6 +225,7 @@ class RunbookWorkflow:
         self.timeline.setdefault(milestone, at or workflow.now())
 
     def start(self) -> None:
+        self.senders.begin()
         workflow.upsert_search_attributes(
             [
                 SA_RUNBOOK.value_set(self.runbook),
@@ -241,22 +245,28 @@ class RunbookWorkflow:
         alert = self.params.alert
         run_metrics.run_started(self.runbook, alert.source if alert else "manual")
 
-    async def notify(self, event: str, severity: str, message: str, **details: Any) -> None:
+    async def notify(
+        self, event: str, severity: str, message: str, **details: Any
+    ) -> NotifyResult | None:
         """Best effort: a notification channel that is down must not stop a remediation or
-        a gate's timeouts; the failure is in the audit trail (and the worker's log)."""
+        a gate's timeouts; the failure is in the audit trail (and the worker's log). Goes
+        where the run's conversation is (its Slack thread, its PagerDuty incident)."""
+        note = self.senders.address(
+            Notification(
+                event=event,
+                severity=severity,
+                workflow_id=workflow.info().workflow_id,
+                runbook=self.runbook,
+                target=self.params.target,
+                message=message,
+                details=details,
+            )
+        )
         try:
-            await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 notify,
-                Notification(
-                    event=event,
-                    severity=severity,
-                    workflow_id=workflow.info().workflow_id,
-                    runbook=self.runbook,
-                    target=self.params.target,
-                    message=message,
-                    details=details,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
+                note,
+                start_to_close_timeout=NOTIFY_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
@@ -265,8 +275,14 @@ class RunbookWorkflow:
             self.audit.record(
                 "notification_failed", f"{event} ({severity}) could not be sent: {err.cause}"
             )
+            return None
+        self.senders.sent(note, result)
+        return result
 
     async def verify(self, checks: list[CheckSpec], policy: VerifyPolicy) -> VerifyResult:
+        acted = self.senders.actions_to_tell() if self.senders.enabled else []
+        if acted:
+            await self.notify("acted", "info", "acted: " + "; ".join(acted))
         self.set_status(
             RunStatus.VERIFYING,
             "Verifying: " + "; ".join(c.describe() for c in checks),
@@ -291,6 +307,14 @@ class RunbookWorkflow:
             f"{result.elapsed_seconds:.0f}s ({result.consecutive} consecutive passes)",
             observations=[o.model_dump() for o in result.last],
         )
+        if self.senders.enabled:
+            failing = "; ".join(f"{o.check}: {o.observed}" for o in result.last if not o.passed)
+            await self.notify(
+                f"verification_{outcome}",
+                "info" if result.passed else "warning",
+                f"verification {outcome} after {result.attempts} checks"
+                + (f" ({failing})" if failing else ""),
+            )
         return result
 
     async def approve_plan(self, plan: Plan, replan: Replan | None = None) -> ApprovalDecision:
@@ -335,6 +359,8 @@ class RunbookWorkflow:
             )
             await self.release_lease(acted=False)
             return decision.model_copy(update={"outcome": DecisionOutcome.RESOLVED})
+        # About to act: the alert that started the run pages nobody new meanwhile.
+        await self.senders.silence()
         return decision
 
     async def _stale(self, plan: Plan, replan: Replan) -> bool:
@@ -438,6 +464,7 @@ class RunbookWorkflow:
         self.audit.record("cancel_cleanup", summary)
         await self.notify(f"{self.runbook}_cancelled", severity, summary)
         await self.release_lease()
+        await self.senders.unsilence()
         self.set_status(RunStatus.CANCELLED, summary)
         run_metrics.run_finished(self.runbook, RunStatus.CANCELLED.value, self._started, False)
 
@@ -454,6 +481,9 @@ class RunbookWorkflow:
 
     async def finish(self, status: RunStatus, summary: str) -> RunReport:
         await self.release_lease()
+        await self.senders.unsilence()
+        if status == RunStatus.REMEDIATED:
+            await self.senders.resolve_incident(summary)
         self.set_status(status, summary)
         self.audit.record("finished", summary, status=status.value)
         run_metrics.run_finished(

@@ -67,3 +67,34 @@ async def post_message(webhook_url: str, body: dict[str, Any]) -> int:
         response = await client.post(webhook_url, json=body)
     response.raise_for_status()
     return response.status_code
+
+
+DECIDED_ICON = {
+    "approved": ":white_check_mark:",
+    "rejected": ":no_entry_sign:",
+    "timed_out": ":hourglass:",
+    "resolved": ":large_green_circle:",
+    "superseded": ":arrows_counterclockwise:",
+}
+
+
+def decided_message(
+    workflow_id: str, runbook: str, target: str, message: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    """A gate message once its gate closed: what was decided, by whom, and no buttons left to
+    press (chat.update replaces the blocks, so the actions block goes)."""
+    outcome = str(details.get("outcome", ""))
+    icon = DECIDED_ICON.get(outcome, ":grey_question:")
+    header = f"*{runbook}* on *{target}*: {icon} {message}"
+    plan = str(details.get("plan", ""))
+    context = f"plan `{details.get('plan_id', '')}` · `{workflow_id}`"
+    return {
+        "text": f"{runbook} on {target}: {message}",
+        "blocks": [
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": header + (f"\n{plan}" if plan else "")},
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+        ],
+    }
