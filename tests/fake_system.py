@@ -100,7 +100,10 @@ class FakeSystem:
             for pid in self.idle_pids
         ]
 
-    def activities(self, client: Client) -> list[object]:
+    def activities(self, client: Client, *, fake_notify: bool = True) -> list[object]:
+        """The fakes and the real activities named above; `fake_notify=False` leaves out the
+        recording `notify`, for a test that registers the real one."""
+
         @activity.defn(name="get_connection_usage")
         async def usage(params: TargetInput) -> ConnectionUsage:
             return ConnectionUsage(
@@ -146,7 +149,8 @@ class FakeSystem:
 
         safety = SafetyActivities(client)
         return [
-            *(usage, idle, terminate, verify, restart, note),
+            *(usage, idle, terminate, verify, restart),
+            *([note] if fake_notify else []),
             *(describe_target, authenticate_decision),
             *(safety.safety_status, safety.acquire_lease, safety.release_lease),
             *(safety.check_in, safety.safety_policy),
