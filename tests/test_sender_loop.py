@@ -17,9 +17,8 @@ tests/fake_system.py: what is under test is what the run tells its senders.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,15 +26,15 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from infra.local_postgres import free_port
-from infra.processes import server_process
+from activities.alertmanager.silences import create_silence, expire_silence
+from activities.notify.send import notify
+from activities.pagerduty.incidents import resolve_incident
 from tests.fake_system import CONFIG, FakeSystem
-from tests.monitoring import binary
+from tests.senders import ONCALL, Senders, senders_fixture  # noqa: F401 - the fixture
 from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
 from workers.worker import WORKFLOW_RUNNER
 from workflows.models import AlertContext, RunbookInput, RunReport, RunStatus
@@ -48,7 +47,6 @@ PAGES = "https://remediate.example.com"
 PD_TOKEN = "pd-" + uuid.uuid4().hex
 SLACK_TOKEN = "xoxb-" + uuid.uuid4().hex
 CHANNEL = "C0REMEDIATE"
-ONCALL = "oncall-bot@example.com"
 LABELS = {
     "alertname": "PostgresConnectionsSaturated",
     "service": "orders-db",
@@ -57,43 +55,6 @@ LABELS = {
 }
 
 Handle = WorkflowHandle[Any, RunReport]
-
-
-@dataclass(frozen=True)
-class Senders:
-    alertmanager: str
-    pagerduty: str
-    slack: str
-
-
-def _fake(module: str) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", f"infra.fakes.{module}", "--port", str(port)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with server_process(command, port, env, quiet=True):
-        yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def senders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Senders]:
-    work = tmp_path_factory.mktemp("alertmanager")
-    config = work / "alertmanager.yml"
-    config.write_text(
-        yaml.safe_dump({"route": {"receiver": "nobody"}, "receivers": [{"name": "nobody"}]})
-    )
-    port = free_port()
-    alertmanager = [
-        binary("alertmanager"),
-        f"--config.file={config}",
-        f"--storage.path={work / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",  # one instance, no gossip port
-    ]
-    pagerduty, slack = _fake("pagerduty"), _fake("slack")
-    with server_process(alertmanager, port, quiet=True):
-        yield Senders(f"http://127.0.0.1:{port}", next(pagerduty), next(slack))
-    for fake in (pagerduty, slack):
-        next(fake, None)  # stops it
 
 
 def senders_toml(senders: Senders) -> str:
@@ -172,20 +133,12 @@ async def world(
             workflow_runner=WORKFLOW_RUNNER,
             task_queue=queue,
             workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
-            activities=[  # type: ignore[arg-type]
-                *system.activities(dev_env.client, fake_notify=False),
-                *_real_sender_activities(),
+            activities=[
+                *system.activities(dev_env.client, fake_notify=False),  # type: ignore[list-item]
+                *(notify, create_silence, expire_silence, resolve_incident),
             ],
         ):
             yield World(dev_env, system, queue, senders, http)
-
-
-def _real_sender_activities() -> list[object]:
-    from activities.alertmanager.silences import create_silence, expire_silence
-    from activities.notify.send import notify
-    from activities.pagerduty.incidents import resolve_incident
-
-    return [notify, create_silence, expire_silence, resolve_incident]
 
 
 def alertmanager_alert() -> AlertContext:
