@@ -119,8 +119,10 @@ async def test_timeout_reminds_then_aborts_safely(
     report = await handle.result()  # the test server skips the 30 minutes
     assert report.status == RunStatus.ABORTED
     assert system.terminated == []
-    assert [n.event for n in system.notes] == ["gate_opened", "gate_reminder", "gate_timed_out"]
-    assert [n.severity for n in system.notes][1:] == ["page", "page"]
+    # gate_decided updates the gate's own message (Slack) in place; gate_timed_out pages.
+    events = ["gate_opened", "gate_reminder", "gate_decided", "gate_timed_out"]
+    assert [n.event for n in system.notes] == events
+    assert [n.severity for n in system.notes][1:] == ["page", "info", "page"]
     at = {s.kind: s.at for s in report.steps}
     assert timedelta(minutes=10) <= at["gate_reminder"] - at["gate_opened"] < timedelta(minutes=11)
     waited = at["gate_timed_out"] - at["gate_opened"]
@@ -136,7 +138,7 @@ async def test_a_notification_outage_does_not_stop_the_gate(
     report = await handle.result()
     assert report.status == RunStatus.ABORTED and system.terminated == []
     failed = [s for s in report.steps if s.kind == "notification_failed"]
-    assert len(failed) == 3 and "webhook answered 503" in failed[0].summary
+    assert len(failed) == 4 and "webhook answered 503" in failed[0].summary
 
 
 async def test_requester_cannot_approve_their_own_run(
