@@ -27,16 +27,24 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.alertmanager.silences import create_silence, expire_silence
 from activities.notify.send import notify
 from activities.pagerduty.incidents import resolve_incident
 from tests.fake_system import CONFIG, FakeSystem
 from tests.senders import ONCALL, Senders, senders_fixture  # noqa: F401 - the fixture
-from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
-from workers.worker import WORKFLOW_RUNNER
+from tests.support import (
+    eventually,
+    mint,
+    record_history,
+    start_signed,
+    wait_for_gate,
+    write_config,
+)
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS
 from workflows.models import AlertContext, RunbookInput, RunReport, RunStatus
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
@@ -199,6 +207,7 @@ async def test_silence_holds_while_the_run_acts_and_expires_when_remediated(
     assert after["status"]["state"] == "expired"
     kinds = [s.kind for s in report.steps]
     assert kinds.index("alert_silenced") < kinds.index("action") < kinds.index("silence_expired")
+    await replays(handle, "pool_restart_silenced")
 
 
 async def test_silence_expires_when_the_run_escalates(world: World) -> None:
@@ -232,6 +241,17 @@ async def test_silence_expires_when_the_run_is_cancelled(world: World) -> None:
         await handle.result()
     (silence,) = await world.silences(handle.id)
     assert silence["status"]["state"] == "expired"
+
+
+async def replays(handle: Handle, name: str) -> None:
+    """The run's history replays on the current workflows (with RECORD_HISTORIES=1 it is kept
+    for tests/test_replay.py, so a later change that breaks the senders' steps fails CI)."""
+    history = await handle.fetch_history()
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(history)
+    if os.environ.get("RECORD_HISTORIES"):
+        record_history(name, history)
 
 
 async def _status_is(handle: Handle, status: RunStatus) -> bool:
@@ -275,6 +295,7 @@ async def test_a_pagerduty_incident_gets_a_note_per_step_and_is_resolved(world: 
     history = await handle.fetch_history()
     assert PD_TOKEN not in history.to_json()
     assert SLACK_TOKEN not in history.to_json()
+    await replays(handle, "pool_restart_pagerduty_resolved")
 
 
 async def test_the_slack_gate_message_is_updated_and_progress_is_threaded(
