@@ -62,7 +62,7 @@ def identify(config: EngineConfig, token: str) -> str:
     """The identity whose stored hash matches this token."""
     digest = token_sha256(token)
     for name, identity in config.identities.items():
-        if hmac.compare_digest(identity.token_sha256, digest):
+        if identity.token_sha256 and hmac.compare_digest(identity.token_sha256, digest):
             return name
     raise AuthenticationFailedError(
         "the token matches no identity in the config; check REMEDIATE_TOKEN"

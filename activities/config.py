@@ -190,9 +190,11 @@ class TargetConfig(StrictModel):
 
 
 class Identity(StrictModel):
-    """An approver or requester: who they are is proven by a token whose hash is stored."""
+    """An approver or requester: who they are is proven by a token whose hash is stored, or
+    by the team's identity provider ([oidc] identities maps a person to this identity)."""
 
-    token_sha256: str
+    # None: this identity signs in only through the identity provider (no CLI token).
+    token_sha256: str | None = None
     groups: list[str] = Field(default_factory=list)
     # Slack member id (U...) of this person: their button clicks decide as this identity.
     slack_user_id: str | None = None
@@ -417,12 +419,15 @@ class CodecServerConfig(StrictModel):
 
 class PagesConfig(StrictModel):
     """Where people reach the service's pages: every notification links to the gate's or the
-    run's page (`activities/links.py`)."""
+    run's page (`activities/links.py`), and the sign-in's redirect URI is built on it."""
 
     # The service's address as a person's browser reaches it (scheme://host[:port], no
     # trailing slash), e.g. "https://remediate.example.com". Unset: notifications carry no
-    # links.
+    # links, and single sign-on cannot work (the identity provider needs a fixed redirect URI).
     public_url: str | None = None
+    # How long a sign-in to the pages lasts; after it the page sends the person to sign in
+    # again (short: a lost phone or a shared screen keeps the power to approve this long).
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
 
     @field_validator("public_url")
     @classmethod
@@ -432,6 +437,43 @@ class PagesConfig(StrictModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("pages.public_url must start with https:// (or http://)")
         return value.rstrip("/")
+
+
+class OidcConfig(StrictModel):
+    """Single sign-on to the pages with the team's identity provider (OpenID Connect,
+    authorization code with PKCE; `workers/oidc.py`). The ID token's `identity_claim` (the
+    e-mail by default) names a configured identity through `identities`; its `groups_claim`
+    adds the engine groups `groups` maps the provider's groups to. Someone the mapping does
+    not name cannot sign in; a provider group the mapping does not name grants nothing."""
+
+    # The provider's issuer exactly as its discovery document (and every ID token) says it,
+    # e.g. "https://login.example.com/realms/ops" (its /.well-known/openid-configuration).
+    issuer: str
+    client_id: str
+    client_secret: SecretRef
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    identity_claim: Literal["email", "sub", "preferred_username"] = "email"
+    groups_claim: str = "groups"
+    # ID-token claim value -> configured identity, e.g. "bob@example.com" = "bob".
+    identities: dict[str, str] = Field(default_factory=dict)
+    # The provider's group -> the engine's group, e.g. "oncall-leads" = "engineering-leads".
+    groups: dict[str, str] = Field(default_factory=dict)
+    # What the sign-in page's button says.
+    display_name: str = "single sign-on"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("oidc.issuer must be the provider's URL (https://...)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _openid_scope(self) -> OidcConfig:
+        if "openid" not in self.scopes:
+            raise ValueError('oidc.scopes must include "openid" (an ID token names the person)')
+        return self
 
 
 class RouteConfig(StrictModel):
@@ -513,6 +555,24 @@ class EngineConfig(StrictModel):
     # Closing the loop with the senders (activities/senders_config.py); absent: off.
     pagerduty: PagerDutyConfig | None = None
     silences: SilencesConfig | None = None
+    oidc: OidcConfig | None = None
+
+    @model_validator(mode="after")
+    def _oidc_maps_known_identities(self) -> EngineConfig:
+        if self.oidc is None:
+            return self
+        for claim, identity in self.oidc.identities.items():
+            if identity not in self.identities:
+                raise ValueError(
+                    f"oidc.identities maps {claim!r} to {identity!r}, which is no configured "
+                    f"identity: add [identities.{identity}] or fix the name"
+                )
+        if self.pages.public_url is None:
+            raise ValueError(
+                "[oidc] needs [pages] public_url: the identity provider sends people back to "
+                "<public_url>/ui/oidc/callback, which must be registered with it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> EngineConfig:

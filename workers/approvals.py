@@ -116,7 +116,13 @@ async def decide_as(
     kind: DecisionKind,
     reason: str = "",
     plan_id: str | None = None,
+    *,
+    shown_gate: tuple[str, int] | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> ApprovalDecision:
+    """`shown_gate`: the (run id, gate instance) the caller's page showed; a gate opened
+    again since (even with the same plan) is not decided from a page that showed another.
+    `groups`: the approver's groups as their sign-in established them (`gate_decision`)."""
     await remediation_run(client, workflow_id)
     handle = client.get_workflow_handle(workflow_id)
     gate = await handle.query(RunbookWorkflow.pending_gate)
@@ -127,7 +133,13 @@ async def decide_as(
             f"plan {plan_id} is no longer the open plan ({gate.plan.plan_id}); review it again",
             409,
         )
-    request = gate_decision(config, approver, gate, kind, reason)
+    if shown_gate is not None and shown_gate != (gate.run_id, gate.gate):
+        raise DecisionError(
+            f"the gate you reviewed has closed and another opened on {workflow_id} (gate "
+            f"{gate.gate}); review it again",
+            409,
+        )
+    request = gate_decision(config, approver, gate, kind, reason, groups)
     update = RunbookWorkflow.approve if kind == "approve" else RunbookWorkflow.reject
     try:
         return await handle.execute_update(update, request, id=_update_id(request))

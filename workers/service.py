@@ -9,6 +9,11 @@ This module only assembles it; each role's routes are in their own module:
     workers/slack_routes.py     POST /slack/interactions
     workers/codec_routes.py     POST /codec/decode | encode (the Temporal UI's codec server)
     workers/session_routes.py   POST | DELETE | GET /session (a browser session cookie)
+    workers/page_routes.py      GET /ui/gates | /ui/gates/{workflow_id} | /ui/runs |
+                                /ui/runs/{workflow_id}, POST /ui/gates/{workflow_id}/decide
+                                (the approval pages; page_views.py, templates/)
+    workers/sign_in_routes.py   GET /ui/sign-in, /ui/oidc/login | callback (OpenID Connect),
+                                POST /ui/sign-in/token, /ui/sign-out
     workers/health_routes.py    GET /healthz, GET /livez, GET /metrics (workers/metrics.py)
 
 Shared per-app state (`Settings`, the Temporal client, the alert `Dispatcher`) is put on
@@ -34,9 +39,11 @@ from workers import (
     health_routes,
     intake_routes,
     logs,
+    page_routes,
     run_routes,
     safety_routes,
     session_routes,
+    sign_in_routes,
     slack_routes,
 )
 from workers.body_limit import BodyLimit
@@ -73,6 +80,8 @@ def create_app() -> FastAPI:
         slack_routes,
         codec_routes,
         session_routes,
+        page_routes,
+        sign_in_routes,
     )
     for module in (*routers, health_routes):
         app.include_router(module.router)

@@ -35,7 +35,8 @@ async def start_session(
         token = issue_session(config, identity, datetime.now(UTC))
     except ConfigError as err:
         raise HTTPException(503, f"the service cannot sign sessions: {err}") from None
-    set_session_cookie(response, token, config, secure=request.url.scheme == "https")
+    ttl = config.codec_server.session_ttl_seconds
+    set_session_cookie(response, token, ttl, secure=request.url.scheme == "https")
     return SessionStarted(
         identity=identity, expires_in_seconds=config.codec_server.session_ttl_seconds
     )

@@ -22,15 +22,22 @@ def _groups(config: EngineConfig, identity: str) -> list[str]:
 
 
 def gate_decision(
-    config: EngineConfig, approver: str, gate: GateView, kind: DecisionKind, reason: str = ""
+    config: EngineConfig,
+    approver: str,
+    gate: GateView,
+    kind: DecisionKind,
+    reason: str = "",
+    groups: tuple[str, ...] | None = None,
 ) -> DecisionRequest:
-    """A decision on exactly the gate the caller was shown: this run, this opening, this plan."""
+    """A decision on exactly the gate the caller was shown: this run, this opening, this plan.
+    `groups`: the approver's groups as their sign-in established them (the config's plus
+    those the identity provider vouched for); by default the config's."""
     token = decision_tokens.issue(
         signing_key(config),
         audience="gate",
         kind=kind,
         subject=approver,
-        groups=_groups(config, approver),
+        groups=sorted(groups) if groups is not None else _groups(config, approver),
         workflow_id=gate.workflow_id,
         run_id=gate.run_id,
         gate=gate.gate,
