@@ -556,6 +556,14 @@ async def test_slack_buttons_decide_exactly_the_plan_they_showed(
             "not a configured approver" in first["text"] and first["response_type"] == "ephemeral"
         )
 
+        # The link to the gate's page (when [pages] public_url is set) opens in the browser;
+        # Slack still reports the click, which is acknowledged and decides nothing.
+        link = {"action_id": "open_page", "value": ""}
+        body, headers = slack_click(link, slack_id("bob"), response_url)
+        assert (
+            await http.post("/slack/interactions", content=body, headers=headers)
+        ).status_code == 200
+
         # Bob's click approves; a double click and the stale Reject button change nothing.
         for click in (approve, approve, reject):
             body, headers = slack_click(click, slack_id("bob"), response_url)

@@ -317,4 +317,5 @@ async def test_the_slack_gate_message_is_updated_and_progress_is_threaded(
     said = " | ".join(m["text"] for m in replies)
     assert "acted: terminated 30 sessions" in said
     assert "verification passed" in said
+    assert f"<{PAGES}/ui/runs/{handle.id}|" in said  # each reply links to the run's page
     assert len(ours) == 1 + len(replies), "everything after the gate is in its thread"

@@ -55,11 +55,19 @@ class InteractionError(Exception):
     pass
 
 
-def parse_interaction(body: bytes) -> tuple[BlockActions, ButtonValue]:
+# The gate message's link button: Slack opens the page and tells us of the click, which
+# decides nothing (answered 200, ignored).
+OPEN_PAGE = "open_page"
+
+
+def parse_interaction(body: bytes) -> tuple[BlockActions, ButtonValue | None]:
+    """The click and its decision button's value; None for the link to the gate's page."""
     try:
         form = parse_qs(body.decode(), strict_parsing=True)
         interaction = BlockActions.model_validate_json(form["payload"][0])
         action = interaction.actions[0]
+        if interaction.type == "block_actions" and action.action_id == OPEN_PAGE:
+            return interaction, None
         value = ButtonValue.model_validate_json(action.value)
     except ValidationError as err:  # its text repeats the input: name the fields only
         problems = "; ".join(

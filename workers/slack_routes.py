@@ -35,5 +35,7 @@ async def slack_interactions(
         interaction, value = parse_interaction(body)
     except InteractionError as err:
         raise refuse("slack", "malformed", 422, str(err)) from None
+    if value is None:  # the link to the gate's page: the browser opened it
+        return Response(status_code=200)
     background.add_task(handle_click, temporal_client(request), config, interaction, value)
     return Response(status_code=200)

@@ -29,6 +29,9 @@ class Notification(BaseModel):
     pagerduty_incident: str | None = None
     slack_thread: SlackMessageRef | None = None
     slack_gate_message: SlackMessageRef | None = None
+    # The page a person opens from this notification (the gate's, while one is open; else
+    # the run's), set by the notify activity from `[pages] public_url`; None without it.
+    page_url: str | None = None
 
 
 class NotifyResult(BaseModel):

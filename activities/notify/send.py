@@ -44,8 +44,9 @@ PAGERDUTY_NOTE_EVENTS = frozenset(
 
 @activity.defn
 async def notify(note: Notification) -> NotifyResult:
-    logger.info(json.dumps({"notification": note.model_dump(mode="json")}, sort_keys=True))
     engine = load_config()
+    note = note.model_copy(update={"page_url": page_for(engine, note)})
+    logger.info(json.dumps({"notification": note.model_dump(mode="json")}, sort_keys=True))
     config = engine.notify
     result = _sent_before()
     # Only a channel after Slack can fail the attempt that already posted to Slack.
@@ -78,6 +79,12 @@ async def notify(note: Notification) -> NotifyResult:
     return result
 
 
+def page_for(engine: EngineConfig, note: Notification) -> str | None:
+    """A gate that opens links to its page (to decide); everything else to the run's page."""
+    page = gate_page_url if note.event == "gate_opened" else run_page_url
+    return page(engine, note.workflow_id)
+
+
 def _sent_before() -> NotifyResult:
     """What an earlier attempt of this notification already sent (nothing on the first)."""
     details = activity.info().heartbeat_details
@@ -93,8 +100,10 @@ async def _remember(result: NotifyResult, more: bool) -> None:
 
 def _slack_body(note: Notification) -> dict[str, object]:
     if note.event == "gate_opened":
-        return gate_message(note.workflow_id, note.runbook, note.target, note.message, note.details)
-    return line_message(note.severity, note.workflow_id, note.message)
+        return gate_message(
+            note.workflow_id, note.runbook, note.target, note.message, note.details, note.page_url
+        )
+    return line_message(note.severity, note.workflow_id, note.message, note.page_url)
 
 
 async def _slack_app(engine: EngineConfig, note: Notification) -> SlackMessageRef:
@@ -126,8 +135,7 @@ def _pagerduty_note_wanted(engine: EngineConfig, note: Notification) -> bool:
 def _pagerduty_content(engine: EngineConfig, note: Notification) -> str:
     """The note: what happened, and where to read or decide more."""
     gate = note.event == "gate_opened"
-    page = gate_page_url if gate else run_page_url
-    link = page(engine, note.workflow_id)
+    link = page_for(engine, note)
     if link is not None:
         where = f"\n{'Approve or reject' if gate else 'The run'}: {link}"
     elif gate:

@@ -17,8 +17,16 @@ def button_value(workflow_id: str, plan_id: str, kind: str) -> str:
 
 
 def gate_message(
-    workflow_id: str, runbook: str, target: str, message: str, details: dict[str, Any]
+    workflow_id: str,
+    runbook: str,
+    target: str,
+    message: str,
+    details: dict[str, Any],
+    page_url: str | None = None,
 ) -> dict[str, Any]:
+    """The gate's message: the plan, its effects, Approve and Reject (decided by the Slack
+    member's identity), and, with `page_url`, a button opening the gate's page, where the
+    evidence and the timeline are."""
     plan_id = str(details.get("plan_id", ""))
     header = f"*{runbook}* on *{target}* needs approval"
     context = (
@@ -51,15 +59,30 @@ def gate_message(
                         "text": {"type": "plain_text", "text": "Reject"},
                         "value": button_value(workflow_id, plan_id, "reject"),
                     },
+                    *(
+                        [
+                            {
+                                "type": "button",
+                                "action_id": "open_page",
+                                "text": {"type": "plain_text", "text": "Open the gate's page"},
+                                "url": page_url,
+                            }
+                        ]
+                        if page_url
+                        else []
+                    ),
                 ],
             },
         ],
     }
 
 
-def line_message(severity: str, workflow_id: str, message: str) -> dict[str, Any]:
+def line_message(
+    severity: str, workflow_id: str, message: str, page_url: str | None = None
+) -> dict[str, Any]:
     icon = SEVERITY_ICON.get(severity, "")
-    return {"text": f"{icon} {message} (`{workflow_id}`)".strip()}
+    run = f"<{page_url}|{workflow_id}>" if page_url else f"`{workflow_id}`"
+    return {"text": f"{icon} {message} ({run})".strip()}
 
 
 async def post_message(webhook_url: str, body: dict[str, Any]) -> int:
