@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from infra.fakes.platforms import GENERIC, Platform
 from infra.local_postgres import PostgresServer, free_port
@@ -42,7 +44,8 @@ from tests.test_rollback import approve as approve_rollback
 from tests.test_rollback import configure as configure_rollback
 from tests.test_rollback import history, web
 from tests.test_rollback import start as start_rollback
-from workers.worker import build_worker
+from workers.team_stats import TeamStats
+from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
 from workflows.incident_causes import span
 from workflows.incident_markdown import render_json, render_markdown
 from workflows.incident_models import IncidentRecord
@@ -155,7 +158,12 @@ async def test_pool_restart_record_names_approver_action_verification_refusal_an
             PoolRestartWorkflow.approve, mint("bob", gate, "approve", "stale idle sessions")
         )
         report = await handle.result()
+        history = await handle.fetch_history()
     assert report.status == RunStatus.REMEDIATED, report.summary
+    # The record's notification is behind its patch: this history replays.
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER
+    ).replay_workflow(history)
 
     record = incident_record(report)
     markdown = render_markdown(record)
@@ -356,3 +364,16 @@ async def test_report_from_the_cli_and_over_http(
             assert unknown.json() == {"error": "no remediation 'pool_restart-no-such-target'"}
             bad_format = await http.get(path, params={"format": "pdf"}, headers=bob)
             assert bad_format.status_code == 422 and "format" in bad_format.json()["error"]
+
+            # The team's numbers: the same guard, the same errors.
+            assert (await http.get("/stats")).status_code == 401
+            numbers = await http.get("/stats", params={"since": "1h"}, headers=bob)
+            assert numbers.status_code == 200
+            assert TeamStats.model_validate(numbers.json()).runs >= 1
+            as_md = await http.get("/stats", params={"format": "md"}, headers=bob)
+            assert as_md.text.startswith("# Runs started ") and "## pool_restart" in as_md.text
+            bad_since = await http.get("/stats", params={"since": "forever"}, headers=bob)
+            assert bad_since.status_code == 422
+            assert "since='forever' is neither a duration" in bad_since.json()["error"]
+            unknown_runbook = await http.get("/stats", params={"runbook": "nope"}, headers=bob)
+            assert unknown_runbook.status_code == 404
