@@ -84,6 +84,8 @@ class FakeSystem:
     terminated: list[list[int]] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)
     notes: list[Notification] = field(default_factory=list)
+    # Incident records posted at the runs' end (their own activity, beside notify).
+    records: list[Notification] = field(default_factory=list)
     planning_allowed: asyncio.Event = field(default_factory=asyncio.Event)
     verifying_allowed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -147,9 +149,14 @@ class FakeSystem:
                 raise ApplicationError("webhook answered 503", non_retryable=True)
             return NotifyResult()
 
+        @activity.defn(name="post_incident_record")
+        async def record(params: Notification) -> NotifyResult:
+            self.records.append(params)
+            return NotifyResult()
+
         safety = SafetyActivities(client)
         return [
-            *(usage, idle, terminate, verify, restart),
+            *(usage, idle, terminate, verify, restart, record),
             *([note] if fake_notify else []),
             *(describe_target, authenticate_decision),
             *(safety.safety_status, safety.acquire_lease, safety.release_lease),

@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.approval_auth import AuthenticationFailedError, DecisionKind
 from activities.config import ConfigError
 from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
+from workers import report_commands
 from workers.api_client import ApprovalApi
 from workers.approvals import (
     DecisionError,
@@ -458,6 +459,11 @@ def resume(
     status = _run(ApprovalApi(_api_url(), _token(token_file)).switch("resume", reason))
     who = status.audit[-1].by if status.audit else "you"
     typer.echo(f"resumed by {who}")
+
+
+# The incident record and the team's numbers (their logic: workers/report_commands.py).
+app.command(name="report")(report_commands.report)
+app.command(name="stats")(report_commands.stats)
 
 
 def _main() -> int:

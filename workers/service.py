@@ -5,6 +5,8 @@ This module only assembles it; each role's routes are in their own module:
     workers/approval_routes.py  GET /approvals, POST /approvals/{workflow_id}/approve|reject,
                                 POST /runs/{workflow_id}/end-hold
     workers/run_routes.py       POST /runs (start a runbook as the caller)
+    workers/report_routes.py    GET /runs/{workflow_id}/report, GET /stats (incident records,
+                                the team's numbers)
     workers/safety_routes.py    POST /safety/pause | resume, GET /safety (the kill switch)
     workers/slack_routes.py     POST /slack/interactions
     workers/codec_routes.py     POST /codec/decode | encode (the Temporal UI's codec server)
@@ -40,6 +42,7 @@ from workers import (
     intake_routes,
     logs,
     page_routes,
+    report_routes,
     run_routes,
     safety_routes,
     session_routes,
@@ -76,6 +79,7 @@ def create_app() -> FastAPI:
         intake_routes,
         approval_routes,
         run_routes,
+        report_routes,
         safety_routes,
         slack_routes,
         codec_routes,

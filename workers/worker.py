@@ -22,6 +22,7 @@ from activities.deploy.restart_hook import restart_app
 from activities.http.app_flag import app_read_only_state, check_app_writes, set_app_read_only
 from activities.http.probes import assess_down, probe_health
 from activities.mongo.connections import get_mongo_connection_usage
+from activities.notify.incident_record import post_incident_record
 from activities.notify.send import notify
 from activities.pagerduty.incidents import resolve_incident
 from activities.postgres.backups import check_backup, find_backups, snapshot_database
@@ -105,6 +106,7 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     get_mongo_connection_usage,
     notify,
     pg_read_only_state,
+    post_incident_record,
     probe_health,
     restart_app,
     restart_service,

@@ -6,6 +6,8 @@ here. Temporal registers the inherited handlers on each subclass.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -26,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         verify_until_stable,
     )
+    from activities.notify.incident_record import post_incident_record
     from activities.notify.models import Notification, NotifyResult
     from activities.notify.send import notify
     from activities.safety import SafetyActivities, SafetyQuery
@@ -43,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         Replan,
     )
     from workflows.audit import AuditTrail
+    from workflows.incident_markdown import render_markdown
+    from workflows.incident_record import incident_record
     from workflows.models import (
         AlertSignal,
         ApprovalDecision,
@@ -66,6 +71,11 @@ CANCEL_PATCH = "cancel-cleanup-v1"
 # Plans of runs recorded before plans listed their effects have none (their ids must not
 # change on replay).
 PLAN_EFFECTS_PATCH = "plan-effects-v1"
+# Runs that ended before the engine posted their incident record end without posting it.
+INCIDENT_RECORD_PATCH = "incident-record-v1"
+# A Slack message is cut into several beyond about 4,000 characters: the record posted is
+# shortened to fit one (the whole record: `remediate report`, the run page).
+RECORD_MESSAGE_CHARS = 3500
 
 
 class BadInputError(Exception):
@@ -251,6 +261,16 @@ class RunbookWorkflow:
         """Best effort: a notification channel that is down must not stop a remediation or
         a gate's timeouts; the failure is in the audit trail (and the worker's log). Goes
         where the run's conversation is (its Slack thread, its PagerDuty incident)."""
+        return await self._send(notify, event, severity, message, details)
+
+    async def _send(
+        self,
+        activity: Callable[[Notification], Awaitable[NotifyResult]],
+        event: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any],
+    ) -> NotifyResult | None:
         note = self.senders.address(
             Notification(
                 event=event,
@@ -264,7 +284,7 @@ class RunbookWorkflow:
         )
         try:
             result = await workflow.execute_activity(
-                notify,
+                activity,
                 note,
                 start_to_close_timeout=NOTIFY_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
@@ -278,6 +298,27 @@ class RunbookWorkflow:
             return None
         self.senders.sent(note, result)
         return result
+
+    async def _post_incident_record(self, report: RunReport) -> None:
+        """The run's incident record, to where its notifications go (Slack: the run's
+        thread), shortened to one chat message. Once the run has ended nothing stops its
+        result: a failure to post, or a cancellation arriving now, is only noted."""
+        record = incident_record(report)
+        quiet = report.status in (RunStatus.REMEDIATED, RunStatus.NO_ACTION_NEEDED)
+        try:
+            await self._send(
+                post_incident_record,
+                "incident_record",
+                "info" if quiet else "warning",
+                render_markdown(record, RECORD_MESSAGE_CHARS),
+                {
+                    "status": report.status.value,
+                    "severity": record.severity,
+                    "follow_ups": record.follow_ups,
+                },
+            )
+        except (ActivityError, asyncio.CancelledError) as err:
+            self.audit.record("notification_failed", f"incident_record could not be sent: {err}")
 
     async def verify(self, checks: list[CheckSpec], policy: VerifyPolicy) -> VerifyResult:
         acted = self.senders.actions_to_tell() if self.senders.enabled else []
@@ -492,6 +533,9 @@ class RunbookWorkflow:
         self.gate.run_finished = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.report_final = self._build_report(finished=True)
+        # A child run (backup_restore's read-only phases) is part of its parent's record.
+        if workflow.info().parent is None and workflow.patched(INCIDENT_RECORD_PATCH):
+            await self._post_incident_record(self.report_final)
         return self.report_final
 
     def _record_duplicates(self, signal: AlertSignal, repeats: int) -> None:

@@ -102,9 +102,12 @@ async def test_forged_stale_and_misbound_decisions_never_reach_the_run(world: Wo
     }
     for name, attack in attacks.items():
         assert "decision refused" in await refused(handle, attack), name
-    assert world.refusals() == len(attacks)
-    # None of them entered the run: its history did not grow by one event.
-    assert await history_size(handle) == before
+    # Each counted (a refused Update may be validated again, e.g. by a retried task).
+    assert world.refusals() >= len(attacks)
+    # None of them entered the run: no Update event was added to its history (workflow
+    # tasks may be, when a busy machine makes the gate's timers fire meanwhile).
+    added = list((await handle.fetch_history()).events)[before:]
+    assert not [e for e in added if "UPDATE" in EventType.Name(e.event_type)], added
     assert (await handle.query(PoolRestartWorkflow.report)).status == RunStatus.AWAITING_APPROVAL
     # The genuine decision still works, once.
     await handle.execute_update(PoolRestartWorkflow.approve, genuine)
