@@ -282,6 +282,17 @@ async def test_a_lead_approves_from_the_link_and_the_run_remediates(
             await eventually(remediated, 30, every=0.5)
             record = await lead.locator("#incident-record").inner_text()
             assert "accepts writes again" in record
+            # The incident record in the runbooks' template's order, with who decided.
+            for section in ("Summary", "Impact", "Root cause, as diagnosed", "Resolution"):
+                assert section in record, section
+            assert "Follow-ups for a person" in record and "bob" in record
+            # The team's numbers count this run.
+            await lead.goto(run_link.replace(f"/ui/runs/{WORKFLOW_ID}", "/ui/stats?since=1h"))
+            numbers = await lead.locator("main, body").first.inner_text()
+            assert "read_only" in numbers and "Remediated 1" in numbers, numbers
+            stats_url = run_link.replace(f"/ui/runs/{WORKFLOW_ID}", "/ui/stats?since=whenever")
+            assert (await lead_context.request.get(stats_url)).status == 422
+            await lead.goto(run_link)
             page_text = await lead.locator("body").inner_text()
             assert "approved by bob" in page_text and "mallory" in page_text
             await lead.screenshot(path=str(tmp_path / "run-page-phone.png"), full_page=True)

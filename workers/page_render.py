@@ -40,6 +40,10 @@ def _span(delta: timedelta) -> str:
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else _span(timedelta(seconds=value))
+
+
 def _relative(moment: datetime | None) -> str:
     """ "3 min 05 s ago" or "in 27 min 55 s"."""
     if moment is None:
@@ -77,6 +81,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=_when, relative=_relative, span=_span, percent=_percent)
+    env.filters.update(seconds=_seconds)
     env.filters.update(columns=_columns)
     env.tests.update(mapping_value=_is_mapping, rows=_is_rows)
     return env

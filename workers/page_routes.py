@@ -19,12 +19,14 @@ applies group, four-eyes and quorum policy itself.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from activities.config import ConfigError, EngineConfig, load_config
+from activities.links import run_page_url
 from workers import page_views
 from workers.approvals import DecisionError, decide_as
 from workers.browser_sessions import BrowserSession
@@ -39,7 +41,8 @@ from workers.page_auth import (
     sign_in_redirect,
 )
 from workers.page_render import message_page, render
-from workflows.models import RunReport
+from workers.team_stats import DEFAULT_SINCE, SinceError, parse_since, team_stats
+from workflows.incident_record import incident_record
 
 router = APIRouter(include_in_schema=False)
 logger = logging.getLogger(__name__)
@@ -216,7 +219,9 @@ async def run_page(request: Request, workflow_id: str) -> Response:
         return message_page("No such run", str(err), err.status, GATES, **context)
     except TEMPORAL_DOWN as err:
         return _temporal_down(err)
-    record = incident_record_html(run.report) if run.closed_at and run.report else None
+    record = None
+    if run.closed_at and run.report:  # the incident record, once the run has ended
+        record = incident_record(run.report, run_page_url(config, workflow_id))
     return render("run.html", run=run, incident_record=record, **context)
 
 
@@ -238,9 +243,22 @@ async def run_record(request: Request, workflow_id: str) -> Response:
     return JSONResponse(run.report.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
-def incident_record_html(report: RunReport) -> str | None:
-    """HOOK (issue 16, the incident record): the finished run's incident record, rendered by
-    the incident-record module once it is on main (Markdown/JSON renderer of a RunReport);
-    return its HTML here (escaped or sanitised: a Markup the template inserts as is). Until
-    then None, and the run page shows the report's timeline, decisions and outcome."""
-    return None
+@router.get("/ui/stats")
+async def stats_page(request: Request, since: str = DEFAULT_SINCE) -> Response:
+    """The team's numbers per runbook over a period (`since`: 7d, 24h, or a time)."""
+    config = load_config()
+    session = _signed_in(request, config)
+    if isinstance(session, Response):
+        return session
+    context = _page_context(config, session)
+    try:
+        start = parse_since(since[:40], datetime.now(UTC))
+    except SinceError as err:
+        return message_page(
+            "Which period?", str(err), 422, [("/ui/stats", "Last 7 days")], **context
+        )
+    try:
+        numbers = await team_stats(temporal_client(request), start)
+    except TEMPORAL_DOWN as err:
+        return _temporal_down(err)
+    return render("stats.html", stats=numbers, since_text=since[:40], **context)
