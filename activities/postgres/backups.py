@@ -107,7 +107,8 @@ async def find_backups(params: FindBackupsInput) -> BackupChoice:
     return BackupChoice(chosen=candidates[0], examined=len(backups), newest=newest)
 
 
-async def download_backup(backup: BackupInfo, target: str) -> Path:
+async def download_backup(backup: BackupInfo, target: str) -> tuple[Path, str]:
+    """The backup on local disk and its SHA-256 (computed while it downloads)."""
     config = backups_config(target)
     client = s3.s3_client(config.region)
     try:
@@ -134,8 +135,7 @@ async def check_archive(backup: BackupInfo, target: str) -> tuple[BackupCheck, P
             type="BackupUnverifiable",
             non_retryable=True,
         )
-    path = await download_backup(backup, target)
-    digest = await heartbeats.while_running(asyncio.to_thread(s3.sha256_of, path), "checksum")
+    path, digest = await download_backup(backup, target)
     if digest != backup.sha256:
         path.unlink(missing_ok=True)
         raise ApplicationError(

@@ -61,7 +61,14 @@ async def restore_to_scratch(params: RestoreInput) -> RestoreResult:
         state = scratch["marker"].get("state") if scratch else None
         if state == "restored":
             return RestoreResult(scratch=names.scratch, tables_restored=0, already_restored=True)
-        path = await download_backup(params.backup, params.target)
+        path, digest = await download_backup(params.backup, params.target)
+        if params.backup.sha256 and digest != params.backup.sha256:
+            raise ApplicationError(
+                f"{params.backup.url} downloaded with SHA-256 {digest[:16]}…, not the "
+                f"checked {params.backup.sha256[:16]}…: it changed since it was checked",
+                type="BackupCorrupt",
+                non_retryable=True,
+            )
         bin_ = pg_bin()
         toc = parse_toc(await run_tool([str(bin_ / "pg_restore"), "--list", str(path)], {}, "list"))
         target_args = conn.on(names.scratch).args()
