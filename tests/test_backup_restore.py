@@ -262,12 +262,18 @@ async def test_restores_a_corrupted_database_to_its_backup_and_keeps_a_safety_sn
     if os.environ.get("RECORD_HISTORIES"):
         record_history(RECORDED_ID, recorded)
     assert plan.details["plan"]["parameters"]["backup"].endswith(backup_key)
-    # The plan lists every effect; the drop after verification cannot be undone, so the plan
-    # is not reversible.
+    # The plan lists every effect (the snapshot shipped after the switch among them); the
+    # drop, which waits for that snapshot, cannot be undone, so the plan is not reversible.
     impact = plan.details["plan"]["expected_impact"]
-    assert [e["undoable"] for e in impact["effects"]] == [True, True, False]
-    assert "DROP DATABASE shop_replaced_" in impact["effects"][2]["what"]
+    assert [e["undoable"] for e in impact["effects"]] == [True, True, True, False]
+    assert snapshot_key in impact["effects"][2]["what"]
+    assert "only once" in impact["effects"][3]["what"]
+    assert "DROP DATABASE shop_replaced_" in impact["effects"][3]["what"]
     assert impact["reversible"] is False
+    kinds = [s.kind for s in report.steps]
+    assert kinds.index("snapshot") < kinds.index("action", kinds.index("snapshot")), (
+        "the replaced database is dropped only after its snapshot was read back"
+    )
 
 
 async def test_no_backup_before_the_corruption_escalates_without_touching_anything(

@@ -1,8 +1,9 @@
 """Replay recorded histories: a change that would break running workflows fails the build.
 
 `tests/histories/*.json` are the current runbooks' recordings; the folders below it keep those
-of earlier versions (`v1-hmac-decisions/`: decisions before they were signed tokens), which
-must still replay through their `workflow.patched` branches. The replayer has the payload
+of earlier versions (`v1-hmac-decisions/`: decisions before they were signed tokens;
+`v2-restore-snapshot-first/`: a restore that streamed its safety snapshot before the plan),
+which must still replay through their `workflow.patched` branches. The replayer has the payload
 codec on, as a worker configured with keys has: the plain recordings pass through it, and
 `pool_restart_encrypted.json` (recorded by tests/test_encrypted_history.py, sealed under the
 fixed test key `test-k1`) is opened by it. Re-record after an intentional,

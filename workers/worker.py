@@ -43,6 +43,7 @@ from activities.postgres.sessions import (
     get_connection_usage,
     terminate_sessions,
 )
+from activities.postgres.snapshots import plan_snapshot, snapshot_replaced, verify_snapshot
 from activities.safety import SafetyActivities
 from activities.secrets.rotation import (
     audit_credential,
@@ -80,11 +81,14 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     check_backup,
     drop_replaced,
     find_backups,
+    plan_snapshot,
     restore_to_scratch,
     snapshot_database,
+    snapshot_replaced,
     switch_back,
     switch_in_restored,
     validate_database,
+    verify_snapshot,
     authenticate_decision,
     audit_credential,
     create_pending_version,

@@ -164,7 +164,7 @@ async def swap(admin: Conn, away: str, to_name: str, into: str, from_name: str) 
     sessions (and any on `from_name`) are ended. If the renames fail, `away` accepts
     connections again before the error goes on: a failed switch leaves the live database
     as it was (its ended sessions reconnect)."""
-    await _allow_connections(admin, away, False)
+    await allow_connections(admin, away, False)
     try:
         ended = await end_sessions(admin, [away, from_name])
         async with admin.transaction():
@@ -180,13 +180,13 @@ async def swap(admin: Conn, away: str, to_name: str, into: str, from_name: str) 
             )
     except BaseException:
         if not admin.closed:
-            await _allow_connections(admin, away, True)
+            await allow_connections(admin, away, True)
         raise
-    await _allow_connections(admin, into, True)
+    await allow_connections(admin, into, True)
     return ended
 
 
-async def _allow_connections(admin: Conn, database: str, allow: bool) -> None:
+async def allow_connections(admin: Conn, database: str, allow: bool) -> None:
     await admin.execute(
         sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS " + ("true" if allow else "false")).format(
             sql.Identifier(database)

@@ -44,11 +44,13 @@ class SnapshotInput(BaseModel):
     label: str
 
 
-class Snapshot(BaseModel):
+class PlannedSnapshot(BaseModel):
+    """The safety snapshot as a plan names it: where it goes, and what it will hold (the live
+    database's identity and row counts once writes are off). A restore that ships the
+    snapshot after its switch plans it with this; `Snapshot` is one taken."""
+
     bucket: str
     key: str
-    sha256: str
-    size: int
     taken_at: datetime
     database: str
     row_counts: dict[str, int]
@@ -61,6 +63,16 @@ class Snapshot(BaseModel):
         return f"s3://{self.bucket}/{self.key}"
 
 
+class Snapshot(PlannedSnapshot):
+    sha256: str
+    size: int
+
+
+class PlanSnapshotInput(BaseModel):
+    target: str
+    label: str
+
+
 class DatabaseNames(BaseModel):
     """The three databases of one restore: the live name, the scratch database the backup is
     restored into, and the name the replaced database keeps until the run is verified."""
@@ -69,6 +81,21 @@ class DatabaseNames(BaseModel):
     scratch: str
     previous: str
     failed: str
+
+
+class SnapshotReplacedInput(BaseModel):
+    """Dump the database a restore replaced (renamed aside at the switch) to the planned
+    place: only this run's replaced database, and only the one the plan was made for."""
+
+    target: str
+    names: DatabaseNames
+    run: str
+    planned: PlannedSnapshot
+
+
+class VerifySnapshotInput(BaseModel):
+    target: str
+    snapshot: Snapshot
 
 
 class RestoreInput(BaseModel):
@@ -124,6 +151,9 @@ class DropInput(BaseModel):
     # Which of the run's databases this must be: "previous" (replaced), or "scratch" (a
     # restore cancelled before its switch).
     role: str = "previous"
+    # The replaced database's safety snapshot, when it was shipped after the switch: the
+    # drop refuses unless this object is in S3 with this checksum and size.
+    snapshot: Snapshot | None = None
 
 
 # pool_restart: connection usage and stale sessions

@@ -6,7 +6,9 @@
 - `validate_database`: row counts (against the backup's manifest when it has one), not empty,
   and the configured sanity queries.
 - `switch_in_restored` / `switch_back`: two renames in one transaction, idempotent.
-- `drop_replaced`: drop the replaced database once the run is verified (ours only).
+- `drop_replaced`: drop the replaced database once the run is verified (ours only), and,
+  for a restore that shipped its safety snapshot after the switch, only while that
+  snapshot is in S3 as verified.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from activities.postgres.models import (
     ValidateInput,
     Validation,
 )
+from activities.postgres.snapshots import snapshot_problem
 
 
 @activity.defn
@@ -58,7 +61,14 @@ async def restore_to_scratch(params: RestoreInput) -> RestoreResult:
         state = scratch["marker"].get("state") if scratch else None
         if state == "restored":
             return RestoreResult(scratch=names.scratch, tables_restored=0, already_restored=True)
-        path = await download_backup(params.backup, params.target)
+        path, digest = await download_backup(params.backup, params.target)
+        if params.backup.sha256 and digest != params.backup.sha256:
+            raise ApplicationError(
+                f"{params.backup.url} downloaded with SHA-256 {digest[:16]}…, not the "
+                f"checked {params.backup.sha256[:16]}…: it changed since it was checked",
+                type="BackupCorrupt",
+                non_retryable=True,
+            )
         bin_ = pg_bin()
         toc = parse_toc(await run_tool([str(bin_ / "pg_restore"), "--list", str(path)], {}, "list"))
         target_args = conn.on(names.scratch).args()
@@ -295,6 +305,16 @@ async def drop_replaced(params: DropInput) -> bool:
                 f"{params.database!r} is not this run's {params.role} database; not dropping it",
                 non_retryable=True,
             )
+        if params.snapshot is not None:
+            problem = await snapshot_problem(params.target, params.snapshot)
+            if problem is not None:
+                raise ApplicationError(
+                    f"not dropping {params.database!r}: it holds the replaced data and its "
+                    f"safety snapshot is not safe in S3 ({problem}); keep it until the data "
+                    "is saved elsewhere",
+                    type="SnapshotMissing",
+                    non_retryable=True,
+                )
         await dbs.drop(admin, params.database)
         return True
     finally:
