@@ -13,7 +13,7 @@ SIGKILLed once `--kill-at` of the batch has been started. From every run's histo
 - what the runs whose history shows the kill waited on (a retried activity, a workflow task
   that timed out).
 
-    .venv/bin/python -m benchmarks.worker_kill [--runs 200] [--rate 4] [--kill-at 0.5]
+    .venv/bin/python -m benchmarks.worker_kill [--runs 200] [--rate 2] [--kill-at 0.5]
 
 The figures are indicative: the machine's two cores run the dev server, the app, the three
 workers and this process, and the stall of a run touched by the kill includes the time its
@@ -306,7 +306,7 @@ async def main(runs: int, rate: float, kill_at: float, workers: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="runs in each batch")
-    parser.add_argument("--rate", type=float, default=4.0, help="runs started a second")
+    parser.add_argument("--rate", type=float, default=2.0, help="runs started a second")
     parser.add_argument("--kill-at", type=float, default=0.5, help="share of runs started")
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
