@@ -341,7 +341,9 @@ class BackupRestoreConfig(StrictModel):
     # in S3 still holds it); false keeps it, renamed, for a person to drop.
     drop_previous_after_verify: bool = True
     # A worker that dies mid-step is noticed after this long; the step then resumes elsewhere.
-    heartbeat_timeout_seconds: float = 60.0
+    # The worker heartbeats the step whatever it waits on (workers/activity_keepalive.py), so
+    # the default is every other step's (workflows/policies.py:HEARTBEAT_TIMEOUT).
+    heartbeat_timeout_seconds: float = 10.0
     verify_consecutive: int = 2
     verify_interval_seconds: float = 2.0
     verify_deadline_seconds: float = 120.0

@@ -6,18 +6,32 @@ ones at most every 80% of the heartbeat timeout, each carrying the latest detail
 every `interval()` keeps an attempt alive; but details passed to it can still be waiting in
 the worker when the worker dies, so a retry cannot rely on them. `record` is for what a retry
 must know (what an attempt was about to do): it returns only once the server has it.
+
+The worker also heartbeats every activity that has a heartbeat timeout while it runs
+(workers/activity_keepalive.py), resending the latest details the activity gave, so that a
+dead worker is noticed within seconds whatever the activity is waiting on. It cannot see what
+`record` sends (that goes to the server directly), so an activity that uses `record` is marked
+`@records_details` and left alone: a keep-alive heartbeat reaching the server after a `record`
+would put the attempt's older details back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.client import AsyncActivityCancelledError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_RECORDS_DETAILS = "__records_heartbeat_details__"
+# Set while the worker's keep-alive heartbeats the current attempt.
+_kept_alive: ContextVar[bool] = ContextVar("heartbeats_kept_alive", default=False)
 
 # How often a long step heartbeats when its heartbeat timeout allows it.
 HEARTBEAT_SECONDS = 2.0
@@ -46,12 +60,42 @@ async def while_running(work: Awaitable[T], details: Any) -> T:
         task.cancel()  # only if this attempt is being cancelled: a done task ignores it
 
 
+def records_details(fn: F) -> F:
+    """Mark an activity that heartbeats with `record`, so the worker's keep-alive leaves it
+    alone (it keeps itself alive: `record` and `sleep_recording` heartbeat as they go)."""
+    setattr(fn, _RECORDS_DETAILS, True)
+    return fn
+
+
+def records_own_details(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` is marked `@records_details`."""
+    return bool(getattr(fn, _RECORDS_DETAILS, False))
+
+
+@contextmanager
+def kept_alive() -> Iterator[None]:
+    """For the worker's keep-alive: the attempt running in this context is heartbeated by it,
+    which `record` refuses (see the module's docstring)."""
+    token = _kept_alive.set(True)
+    try:
+        yield
+    finally:
+        _kept_alive.reset(token)
+
+
 async def record(details: Any) -> None:
     """Heartbeat `details` straight to the server and wait until it has them. An activity that
-    uses this must not also call `activity.heartbeat`: a throttled heartbeat sent later could
-    put older details back. Raises CancelledError if the run cancelled (or paused) the
-    activity, which the worker learns only from its own heartbeats."""
+    uses this must be marked `@records_details` and must not also call `activity.heartbeat`:
+    a throttled heartbeat sent later could put older details back. Raises CancelledError if
+    the run cancelled (or paused) the activity, which the worker learns only from its own
+    heartbeats."""
     info = activity.info()
+    if _kept_alive.get():
+        raise RuntimeError(
+            f"activity {info.activity_type} records its heartbeat details but is not marked "
+            "@heartbeats.records_details, so the worker's keep-alive heartbeats could "
+            "overwrite them on the server: mark it"
+        )
     handle = activity.client().get_async_activity_handle(task_token=info.task_token)
     try:
         await handle.heartbeat(details)

@@ -102,9 +102,9 @@ async def test_three_workers_two_services_and_a_killed_worker(
     stop = asyncio.Event()
     approver = asyncio.create_task(approve_everything(services, stop))
     try:
-        # Kill a worker while it runs a verification, which heartbeats: another worker takes
-        # it over once its heartbeat timeout (30 s) passes. (A step without heartbeats would
-        # wait out its start-to-close timeout, up to 2 min: issue 17.)
+        # Kill a worker while it runs a verification: another worker takes it over once its
+        # heartbeat timeout (workflows/policies.py:HEARTBEAT_TIMEOUT, 10 s) passes, as it
+        # would any other step (the worker heartbeats every step: issue 17).
         victim = await eventually(
             lambda: running_activity(client, workflow_ids, "verify_until_stable"), seconds=60
         )

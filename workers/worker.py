@@ -57,6 +57,7 @@ from activities.secrets.rotation import (
 )
 from activities.targets import describe_target
 from workers import logs
+from workers.activity_keepalive import KeepAlive
 from workers.exits import exit_now, fail
 from workers.settings import Settings, connect, load_settings, metrics_runtime
 from workers.temporal_config import TemporalConfigError
@@ -145,6 +146,18 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 
+# How long the SDK may hold back an activity's heartbeat (by default 80% of its heartbeat
+# timeout). Short, so that details an activity heartbeats reach the server within a second
+# (a retry reads them) although the keep-alive's heartbeats came first, and so that a busy
+# worker can miss several keep-alive beats before a live attempt is taken for dead.
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# How long a run's next workflow task waits for the worker that has the run cached before
+# any worker may take it (SDK default 10 s). A worker that died still has runs cached, the
+# safety envelope among them, whose lease updates every acting run waits on; the server
+# stops sending tasks to a dead worker's queue only once it has not polled for 10 s.
+STICKY_TIMEOUT = timedelta(seconds=5)
+
+
 def build_worker(
     client: Client, task_queue: str, drain: timedelta = timedelta(seconds=30)
 ) -> Worker:
@@ -155,6 +168,11 @@ def build_worker(
         activities=activities_for(client),
         workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=drain,
+        # A worker that dies is noticed within its activities' heartbeat timeout
+        # (workflows/policies.py): every activity with one is heartbeated as it runs.
+        interceptors=[KeepAlive()],
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
 
 

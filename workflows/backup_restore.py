@@ -94,7 +94,14 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import BACKUP_RESTORE
-    from workflows.policies import ACT_RETRY, LONG_TIMEOUT, MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import (
+        ACT_RETRY,
+        HEARTBEAT_TIMEOUT,
+        LONG_TIMEOUT,
+        MAX_REPLANS,
+        READ_RETRY,
+        STEP_TIMEOUT,
+    )
     from workflows.read_only import ReadOnlyWorkflow
     from workflows.runbook import BadInputError, RunbookWorkflow
     from workflows.target_lease import KillSwitchStop
@@ -210,6 +217,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             find_backups,
             FindBackupsInput(target=target.target, before=before, name=name),
             start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         if choice.chosen is None:
@@ -357,6 +365,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     live_read_only=self.read_only,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=ACT_RETRY,
             )
         except ActivityError as err:
@@ -383,6 +392,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 switch_back,
                 SwitchInput(target=target.target, names=names, run=run),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=ACT_RETRY,
             )
             self.switched = False
@@ -404,6 +414,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     snapshot=stored if self.overlap else None,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=ACT_RETRY,
             )
             self.audit.record(
@@ -524,6 +535,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                     switch_back,
                     SwitchInput(target=self.params.target, names=names, run=run),
                     start_to_close_timeout=STEP_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=ACT_RETRY,
                 )
                 self.switched = False
@@ -535,6 +547,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                         target=self.params.target, database=names.scratch, run=run, role="scratch"
                     ),
                     start_to_close_timeout=STEP_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=ACT_RETRY,
                 )
                 if dropped:
@@ -614,6 +627,7 @@ class BackupRestoreWorkflow(RunbookWorkflow):
             validate_database,
             ValidateInput(target=target.target, database=database, expected_counts=expected),
             start_to_close_timeout=LONG_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         self.audit.record(

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.safety import OpenRunsQuery, SafetyActivities, SafetyQuery
     from activities.targets import TargetDescription
     from workflows.models import RunStatus
-    from workflows.policies import READ_RETRY
+    from workflows.policies import HEARTBEAT_TIMEOUT, READ_RETRY
 
 if TYPE_CHECKING:
     from workflows.runbook import RunbookWorkflow
@@ -104,6 +104,7 @@ async def _busy(
             SafetyActivities.safety_status,
             SafetyQuery(target=needed, runbook=run.runbook),
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         if status.holder is not None:
@@ -116,6 +117,7 @@ async def _busy(
                 SafetyActivities.open_runs,
                 OpenRunsQuery(target=needed, exclude=workflow.info().workflow_id),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=READ_RETRY,
             )
             if open_runs:

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.targets import TargetDescription
     from workflows.models import RunStatus
-    from workflows.policies import ACT_RETRY, READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import ACT_RETRY, HEARTBEAT_TIMEOUT, READ_RETRY, STEP_TIMEOUT
     from workflows.runbook import RunbookWorkflow
 
 A = TypeVar("A")
@@ -161,12 +161,20 @@ class CredentialSteps(RunbookWorkflow):
 
     async def read(self, activity: Callable[[A], Awaitable[R]], arg: A) -> R:
         return await workflow.execute_activity(
-            activity, arg, start_to_close_timeout=STEP_TIMEOUT, retry_policy=READ_RETRY
+            activity,
+            arg,
+            start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=READ_RETRY,
         )
 
     async def act(self, activity: Callable[[A], Awaitable[R]], arg: A) -> R:
         return await workflow.execute_activity(
-            activity, arg, start_to_close_timeout=STEP_TIMEOUT, retry_policy=ACT_RETRY
+            activity,
+            arg,
+            start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=ACT_RETRY,
         )
 
     def _input(self, target: TargetDescription) -> CredentialInput:

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         authenticate_decision,
     )
     from workflows.models import ApprovalDecision, DecisionOutcome
+    from workflows.policies import HEARTBEAT_TIMEOUT
 
 if TYPE_CHECKING:
     from workflows.approval_gate import ApprovalGate
@@ -30,6 +31,7 @@ async def legacy_decide(
         authenticate_decision,
         AuthenticationInput(workflow_id=workflow.info().workflow_id, kind=kind, request=request),
         start_to_close_timeout=timedelta(seconds=30),
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
     )
 
     def refuse(reason: str) -> None:

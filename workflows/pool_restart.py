@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.names import POOL_RESTART
     from workflows.policies import (
         ACT_RETRY,
+        HEARTBEAT_TIMEOUT,
         READ_RETRY,
         READ_TIMEOUT,
         STEP_TIMEOUT,
@@ -94,6 +95,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
             get_connection_usage,
             TargetInput(target=target.target),
             start_to_close_timeout=READ_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
 
@@ -105,6 +107,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 idle_older_than_seconds=target.pool_restart.idle_older_than_seconds,
             ),
             start_to_close_timeout=READ_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
 
@@ -231,6 +234,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
             get_mongo_connection_usage,
             MongoTargetInput(target=target.target),
             start_to_close_timeout=READ_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         self.audit.record(
@@ -287,6 +291,7 @@ class PoolRestartWorkflow(RunbookWorkflow):
                 idempotency_key=f"{info.workflow_id}/{info.run_id}/{plan.plan_id}",
             ),
             start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ACT_RETRY,
         )
         self.audit.record(

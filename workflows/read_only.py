@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import READ_ONLY
-    from workflows.policies import ACT_RETRY, READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import ACT_RETRY, HEARTBEAT_TIMEOUT, READ_RETRY, STEP_TIMEOUT
     from workflows.runbook import BadInputError, RunbookWorkflow
 
 PHASES = ("full", "enter", "exit")
@@ -267,6 +267,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             activity,
             ReadOnlyInput(target=target.target, enabled=enabled),
             start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
 
@@ -288,7 +289,7 @@ class ReadOnlyWorkflow(RunbookWorkflow):
             activity,
             ReadOnlyInput(target=target, enabled=enabled),
             start_to_close_timeout=STEP_TIMEOUT,
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ACT_RETRY,
         )
 

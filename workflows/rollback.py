@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import ROLLBACK
-    from workflows.policies import MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
+    from workflows.policies import HEARTBEAT_TIMEOUT, MAX_REPLANS, READ_RETRY, STEP_TIMEOUT
     from workflows.rollback_cause import RECENCY_PATCH, judge, outage_start
     from workflows.runbook import RunbookWorkflow
     from workflows.target_lease import KillSwitchStop
@@ -248,7 +248,7 @@ class RollbackWorkflow(RunbookWorkflow):
                 * (config.probe_interval_seconds + config.probe_timeout_seconds * 10)
                 + 30
             ),
-            heartbeat_timeout=timedelta(seconds=config.probe_timeout_seconds * 10 + 30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         self.audit.record(
@@ -261,6 +261,7 @@ class RollbackWorkflow(RunbookWorkflow):
             find_deployments,
             FindDeploymentsInput(target=target.target, history_limit=target.rollback.history_limit),
             start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             schedule_to_close_timeout=DEPLOY_READ_TOTAL,
             retry_policy=DEPLOY_RETRY,
         )
@@ -297,7 +298,7 @@ class RollbackWorkflow(RunbookWorkflow):
             ),
             start_to_close_timeout=timedelta(seconds=deadline + 60),
             schedule_to_close_timeout=timedelta(seconds=deadline) + DEPLOY_READ_TOTAL,
-            heartbeat_timeout=timedelta(seconds=60),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=DEPLOY_RETRY,
         )
 

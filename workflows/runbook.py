@@ -60,7 +60,13 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
     )
     from workflows.names import SA_REQUESTED_BY, SA_RUNBOOK, SA_STATUS, SA_TARGET
-    from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, NOTIFY_TIMEOUT, READ_RETRY
+    from workflows.policies import (
+        HEARTBEAT_TIMEOUT,
+        MAX_REPLANS,
+        NOTIFY_RETRY,
+        NOTIFY_TIMEOUT,
+        READ_RETRY,
+    )
     from workflows.sender_loop import SenderLoop
     from workflows.target_lease import KillSwitchStop, TargetLease
 
@@ -159,6 +165,7 @@ class RunbookWorkflow:
             describe_target,
             DescribeTargetInput(runbook=self.runbook, target=self.params.target),
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=KEYS_RETRY,
         )
         return target.gate
@@ -215,6 +222,7 @@ class RunbookWorkflow:
             describe_target,
             DescribeTargetInput(runbook=self.runbook, target=self.params.target),
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         self.gate.configure(target.gate)
@@ -287,6 +295,7 @@ class RunbookWorkflow:
                 activity,
                 note,
                 start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
@@ -338,7 +347,7 @@ class RunbookWorkflow:
             verify_until_stable,
             params,
             start_to_close_timeout=timedelta(seconds=params.deadline_seconds + 60),
-            heartbeat_timeout=timedelta(seconds=max(30.0, params.interval_seconds * 3)),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         outcome = "passed" if result.passed else "failed"
@@ -373,6 +382,7 @@ class RunbookWorkflow:
             SafetyActivities.safety_status,
             SafetyQuery(target=self.params.target, runbook=self.runbook),
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
         blocked = status.auto_approval_blocked()

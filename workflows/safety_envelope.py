@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         SwitchRecord,
     )
     from workflows.approval_gate import KEYS_RETRY, REFUSALS_METRIC
+    from workflows.policies import HEARTBEAT_TIMEOUT
 
 HOUR = timedelta(hours=1)
 AUDIT_KEPT = 100
@@ -233,6 +234,7 @@ class SafetyEnvelopeWorkflow:
                 self.policy = await workflow.execute_activity_method(
                     SafetyActivities.safety_policy,
                     start_to_close_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=KEYS_RETRY,
                 )
             finally:

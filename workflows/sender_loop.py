@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.pagerduty.models import ResolveIncidentInput
     from workflows.audit import AuditTrail
     from workflows.models import AlertContext
-    from workflows.policies import NOTIFY_RETRY, NOTIFY_TIMEOUT
+    from workflows.policies import HEARTBEAT_TIMEOUT, NOTIFY_RETRY, NOTIFY_TIMEOUT
 
 SENDER_LOOP_PATCH = "sender-loop-v1"
 
@@ -107,6 +107,7 @@ class SenderLoop:
                     labels=alert.labels,
                 ),
                 start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
@@ -135,6 +136,7 @@ class SenderLoop:
                 expire_silence,
                 ExpireSilenceInput(silence_id=silence_id),
                 start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
@@ -161,6 +163,7 @@ class SenderLoop:
                     incident_id=incident, workflow_id=workflow.info().workflow_id, summary=summary
                 ),
                 start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.audit import AuditTrail
     from workflows.models import RunStatus
-    from workflows.policies import READ_RETRY
+    from workflows.policies import HEARTBEAT_TIMEOUT, READ_RETRY
 
 # Runs recorded before leases were renewed and checked between steps replay without it.
 ENVELOPE_PATCH = "envelope-holds-v1"
@@ -73,6 +73,7 @@ class TargetLease:
                 SafetyActivities.acquire_lease,
                 request,
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=READ_RETRY,
             )
             if lease.granted:
@@ -136,6 +137,7 @@ class TargetLease:
                 plan_id=self.plan_id,
             ),
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=READ_RETRY,
         )
 
@@ -156,6 +158,7 @@ class TargetLease:
                     acted=acted,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=READ_RETRY,
             )
             self.held = False

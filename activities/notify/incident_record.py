@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities import heartbeats
 from activities.config import load_config
 from activities.links import run_page_url
 from activities.notify.models import Notification, NotifyResult
@@ -13,6 +14,7 @@ from activities.notify.send import notify
 
 
 @activity.defn
+@heartbeats.records_details  # it sends through `notify`, which records what it sent
 async def post_incident_record(note: Notification) -> NotifyResult:
     link = run_page_url(load_config(), note.workflow_id)
     if link is not None:

@@ -43,6 +43,7 @@ PAGERDUTY_NOTE_EVENTS = frozenset(
 
 
 @activity.defn
+@heartbeats.records_details  # what a retry must not send again (see the module's docstring)
 async def notify(note: Notification) -> NotifyResult:
     engine = load_config()
     note = note.model_copy(update={"page_url": page_for(engine, note)})

@@ -201,6 +201,7 @@ def _recorded(
 
 
 @activity.defn
+@heartbeats.records_details
 async def terminate_sessions(params: TerminateSessionsInput) -> TerminateSessionsResult:
     """Idempotent: a session already gone is counted as such, never re-targeted.
 
