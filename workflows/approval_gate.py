@@ -45,6 +45,8 @@ Notifier = Callable[..., Awaitable[None]]
 # one is possible, no action is needed), or None if it still does.
 Replan = Callable[[], Awaitable[str | None]]
 StatusSetter = Callable[[RunStatus, str], None]
+# Publishes the gate as it is now to visibility (workflows/gate_visibility.py).
+Publisher = Callable[[], None]
 KeyLoader = Callable[[], Awaitable[GateSettings]]
 
 # Decisions of runs recorded before signed tokens replay through the old path.
@@ -74,6 +76,7 @@ class ApprovalGate:
         audit: AuditTrail,
         set_status: StatusSetter,
         notify: Notifier,
+        publish: Publisher,
     ) -> None:
         self.params = params
         self.requested_by = params.requested_by
@@ -81,6 +84,9 @@ class ApprovalGate:
         self.audit = audit
         self.set_status = set_status
         self.notify = notify
+        self.publish = publish
+        # Whether visibility shows a gate open now (so closing unsets it, and only then).
+        self.listed = False
         self.instance = 0  # gate openings so far in this run
         self.open_plan: Plan | None = None
         self.opened_at: datetime | None = None
@@ -148,6 +154,9 @@ class ApprovalGate:
             gate=self.instance,
             approvals_required=needed,
         )  # fmt: skip
+        # Before the status: a listing that sees AwaitingApproval finds the gate beside it.
+        self.publish()
+        self.listed = True
         self.set_status(
             RunStatus.AWAITING_APPROVAL,
             f"Awaiting {group}: {plan.describe()} (plan {plan.plan_id})",
@@ -321,6 +330,9 @@ class ApprovalGate:
         self.decisions.append(decision)
         self.closed[decision.gate] = decision
         self.open_plan = None
+        if self.listed:
+            self.publish()
+            self.listed = False
         summary = {
             DecisionOutcome.APPROVED: f"approved by {decision.decided_by}",
             DecisionOutcome.REJECTED: f"rejected by {decision.decided_by}",
@@ -460,6 +472,8 @@ class ApprovalGate:
             plan_id=plan.plan_id,
             reason=claims.reason,
         )
+        if self.listed:
+            self.publish()  # the quorum so far, for the listing
         return ApprovalDecision(
             outcome=DecisionOutcome.COUNTED,
             plan_id=plan.plan_id,

@@ -58,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import MAX_REPLANS, NOTIFY_RETRY, READ_RETRY
     from workflows.target_lease import KillSwitchStop, TargetLease
 
-from workflows import run_metrics
+from workflows import gate_visibility, run_metrics
 
 # Runs cancelled before pool_restart and rollback cleaned up after a cancel replay without it.
 CANCEL_PATCH = "cancel-cleanup-v1"
@@ -94,6 +94,7 @@ class RunbookWorkflow:
             audit=self.audit,
             set_status=self.set_status,
             notify=self.notify,
+            publish=lambda: gate_visibility.publish(self.pending_gate()),
         )
 
     # -- queries and updates -------------------------------------------------------------
