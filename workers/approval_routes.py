@@ -10,7 +10,7 @@ import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
@@ -28,6 +28,7 @@ from workers.metrics import DECISIONS, GATES_PENDING
 from workflows.models import ApprovalDecision, GateView
 
 router = APIRouter()
+_GATES = TypeAdapter(list[GateView])
 logger = logging.getLogger(__name__)
 # The response header carrying the token of the next page (absent on the last page). The body
 # stays the list of gates it always was, so a client that does not page reads it unchanged.
@@ -43,10 +44,13 @@ class EndHoldBody(BaseModel):
     reason: str = Field(default="", max_length=2000)
 
 
-@router.get("/approvals", responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}})
+@router.get(
+    "/approvals",
+    response_model=list[GateView],
+    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}},
+)
 async def list_approvals(
     request: Request,
-    response: Response,
     authorization: Annotated[str, Header()] = "",
     page_size: Annotated[
         int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="gates per page (default: all)")
@@ -55,7 +59,7 @@ async def list_approvals(
         str | None,
         Query(max_length=4096, description=f"from the previous page's {NEXT_PAGE_HEADER}"),
     ] = None,
-) -> list[GateView]:
+) -> Response:
     """The open gates with their plans. With `page_size`, one page; the response's
     Next-Page-Token header (absent on the last page) is the next one's `next_page_token`.
     A page may hold fewer gates than its size: follow the token until it is absent."""
@@ -65,15 +69,21 @@ async def list_approvals(
         if page_size is None and next_page_token is None:
             gates = await pending_gates(client)
             GATES_PENDING.set(len(gates))
-            return gates
+            return _gates_response(gates, None)
         page = await gates_page(client, page_size or MAX_PAGE_SIZE, next_page_token)
     except PageTokenError as err:
         raise HTTPException(status_code=400, detail=str(err)) from None
     except TEMPORAL_DOWN as err:
         raise temporal_unavailable(err) from None
-    if page.next_page_token is not None:
-        response.headers[NEXT_PAGE_HEADER] = page.next_page_token
-    return page.gates
+    return _gates_response(page.gates, page.next_page_token)
+
+
+def _gates_response(gates: list[GateView], next_page_token: str | None) -> Response:
+    """Serialized once, straight to JSON bytes: FastAPI's own path (validate the models
+    again, dump them to dicts, then json.dumps) took longer than the listing itself at
+    1,000 gates."""
+    headers = {NEXT_PAGE_HEADER: next_page_token} if next_page_token is not None else None
+    return Response(_GATES.dump_json(gates), media_type="application/json", headers=headers)
 
 
 @router.get(

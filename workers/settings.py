@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # retries them on another worker at once. Keep the orchestrator's grace period longer
     # (Kubernetes terminationGracePeriodSeconds, Compose stop_grace_period).
     worker_drain_seconds: float = Field(default=30.0, ge=0)
+    # Runs the worker keeps in memory between their tasks (the SDK's default, 1,000). A run
+    # evicted is replayed from its history at its next task (its next decision, timer or
+    # query): less memory for runs parked at gates, a replay's time when they wake.
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
     # Log lines as JSON objects with the run's ids as fields (workers/logs.py), or "text".
     log_format: LogFormat = "json"
     # The payload codec (workers/payload_codec.py, workers/codec_keys.py): key id -> secret

@@ -135,7 +135,10 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 def build_worker(
-    client: Client, task_queue: str, drain: timedelta = timedelta(seconds=30)
+    client: Client,
+    task_queue: str,
+    drain: timedelta = timedelta(seconds=30),
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     return Worker(
         client,
@@ -144,6 +147,7 @@ def build_worker(
         activities=activities_for(client),
         workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=drain,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -151,7 +155,7 @@ async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
     client = await connect(settings, metrics_runtime(settings))
     drain = timedelta(seconds=settings.worker_drain_seconds)
-    worker = build_worker(client, settings.task_queue, drain)
+    worker = build_worker(client, settings.task_queue, drain, settings.worker_max_cached_workflows)
     # On SIGTERM/SIGINT stop polling and let running activities finish within the drain
     # time; then those left are cancelled and handed back to be retried elsewhere, instead
     # of waiting out their timeouts as they would after a crash.
