@@ -82,17 +82,18 @@ async def gates_page(client: Client, page_size: int, token: str | None = None) -
 
 async def gates_of(client: Client, executions: Sequence[WorkflowExecution]) -> list[GateView]:
     """The gate of each of these waiting runs, in their order; runs with none left out."""
+    found = [await listed_gate(e) for e in executions]  # decoded here: no task per run
+    unlisted = [i for i, gate in enumerate(found) if gate is None]
     asking = asyncio.Semaphore(QUERY_CONCURRENCY)
 
-    async def gate(execution: WorkflowExecution) -> GateView | None:
-        listed = await listed_gate(execution)
-        if listed is not None:
-            return listed
+    async def ask(execution: WorkflowExecution) -> GateView | None:
         async with asking:
             return await asked_gate(client, execution)
 
-    found = await asyncio.gather(*(gate(e) for e in executions))
-    return [g for g in found if g is not None]
+    answers = await asyncio.gather(*(ask(executions[i]) for i in unlisted))
+    for i, answer in zip(unlisted, answers, strict=True):
+        found[i] = answer
+    return [gate for gate in found if gate is not None]
 
 
 async def listed_gate(execution: WorkflowExecution) -> GateView | None:
