@@ -283,7 +283,7 @@ if __name__ == "__main__":
         "--max-cached-workflows",
         type=int,
         default=None,
-        help="the worker's REMEDIATE_WORKER_MAX_CACHED_WORKFLOWS (default: its own default)",
+        help="the worker's REMEDIATE_WORKER_MAX_CACHED_WORKFLOWS (default: the setting's)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

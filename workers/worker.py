@@ -54,7 +54,13 @@ from activities.secrets.rotation import (
 from activities.targets import describe_target
 from workers import logs
 from workers.exits import exit_now, fail
-from workers.settings import Settings, connect, load_settings, metrics_runtime
+from workers.settings import (
+    DEFAULT_MAX_CACHED_WORKFLOWS,
+    Settings,
+    connect,
+    load_settings,
+    metrics_runtime,
+)
 from workers.temporal_config import TemporalConfigError
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.key_rotation import KeyRotationWorkflow
@@ -138,7 +144,7 @@ def build_worker(
     client: Client,
     task_queue: str,
     drain: timedelta = timedelta(seconds=30),
-    max_cached_workflows: int = 1000,
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS,
 ) -> Worker:
     return Worker(
         client,
