@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from infra.local_postgres import free_port, wait_for_port
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES, search_attribute_type
 
 BIN = Path(sys.executable).parent
 
@@ -28,7 +28,9 @@ class DevServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        attributes = [f"--search-attribute={a.name}=Keyword" for a in SEARCH_ATTRIBUTES]
+        attributes = [
+            f"--search-attribute={a.name}={search_attribute_type(a)}" for a in SEARCH_ATTRIBUTES
+        ]
         self._process = subprocess.Popen(
             [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", str(self.port), "--db-filename", str(self.db),

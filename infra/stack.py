@@ -45,7 +45,7 @@ from infra.demo_config import (
 )
 from infra.local_postgres import LocalCluster
 from infra.processes import Supervisor
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES, search_attribute_type
 
 BIN = Path(sys.executable).parent
 DEMO_BUCKET = "demo-backups"  # the orders database's backups, in the local S3 (moto)
@@ -120,7 +120,7 @@ class Stack:
         temporal += ["--port", str(TEMPORAL_PORT), "--ui-port", str(UI_PORT)]
         temporal += ["--db-filename", str(STATE / "temporal.db"), "--log-level", "warn"]
         for key in SEARCH_ATTRIBUTES:
-            temporal += ["--search-attribute", f"{key.name}=Keyword"]
+            temporal += ["--search-attribute", f"{key.name}={search_attribute_type(key)}"]
         self.spawn("temporal", temporal)
 
         self.cluster = LocalCluster(

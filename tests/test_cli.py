@@ -336,7 +336,8 @@ async def fresh_namespace(client: Client) -> str:
         AddSearchAttributesRequest(
             namespace=name,
             search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in SEARCH_ATTRIBUTES
             },
         )
     )

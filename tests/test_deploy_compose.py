@@ -26,7 +26,7 @@ from tests.deploy_files import (
     search_attributes_listed,
 )
 from tests.support import BIN
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES, search_attribute_type
 
 ENGINE = ("worker", "service")
 ONE_SHOT = ("temporal-schema", "temporal-search-attributes")
@@ -145,7 +145,7 @@ def test_the_password_comes_from_dotenv_only(resolved: dict[str, Any]) -> None:
 def test_search_attributes_job_names_ours(resolved: dict[str, Any]) -> None:
     env = resolved["services"]["temporal-search-attributes"]["environment"]
     assert search_attributes_listed(env["SEARCH_ATTRIBUTES"]) == {
-        key.name: "Keyword" for key in SEARCH_ATTRIBUTES
+        key.name: search_attribute_type(key) for key in SEARCH_ATTRIBUTES
     }
 
 
@@ -179,7 +179,9 @@ async def test_registration_script_creates_namespace_and_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
     for key in SEARCH_ATTRIBUTES:
-        assert listed.custom_attributes[key.name] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        assert listed.custom_attributes[key.name] == IndexedValueType.ValueType(
+            key.indexed_value_type
+        )
 
 
 def test_setup_script_is_valid_shell(compose_dir: Path) -> None:

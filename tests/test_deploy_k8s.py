@@ -35,7 +35,7 @@ from tests.deploy_files import (
 )
 from tests.support import BIN
 from workers.service import create_app
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES, search_attribute_type
 
 # The oldest Kubernetes the manifests promise to work on, and the newest schemas bundled.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -163,7 +163,7 @@ def job_container() -> Manifest:
 def test_the_job_registers_our_attributes() -> None:
     values = k8s_env(job_container())[0]
     assert search_attributes_listed(values["SEARCH_ATTRIBUTES"]) == {
-        key.name: "Keyword" for key in SEARCH_ATTRIBUTES
+        key.name: search_attribute_type(key) for key in SEARCH_ATTRIBUTES
     }
 
 
@@ -195,7 +195,9 @@ async def test_the_job_script_registers_them_once(
         ListSearchAttributesRequest(namespace=namespace)
     )
     for key in SEARCH_ATTRIBUTES:
-        assert listed.custom_attributes[key.name] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        assert listed.custom_attributes[key.name] == IndexedValueType.ValueType(
+            key.indexed_value_type
+        )
     assert "exists" in result.stdout
 
 

@@ -13,7 +13,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support import eventually
-from workers import scraped_metrics
+from workers import gate_listing, scraped_metrics
 from workers.metrics import GATE_OLDEST_WAIT, GATES_PENDING
 from workflows.models import RunbookInput, RunStatus
 from workflows.names import POOL_RESTART, RUNBOOK_WORKFLOW_TYPES, SA_STATUS
@@ -70,4 +70,4 @@ async def test_a_gate_no_worker_answers_counts_from_its_runs_start(
 
 
 async def _counted(client: Client) -> bool:
-    return bool((await client.count_workflows(scraped_metrics.WAITING_QUERY)).count)
+    return bool((await client.count_workflows(gate_listing.WAITING_QUERY)).count)

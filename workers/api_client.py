@@ -10,11 +10,14 @@ from pydantic import TypeAdapter
 
 from activities.approval_auth import DecisionKind
 from activities.safety import SafetyStatus
+from workers.approval_routes import NEXT_PAGE_HEADER
 from workers.approvals import DecisionError, RunEndedError
 from workers.run_routes import StartResult
 from workflows.models import ApprovalDecision, GateView
 
 _GATES = TypeAdapter(list[GateView])
+# Gates per GET /approvals: Temporal's largest visibility page, so one call lists 1,000.
+PAGE_SIZE = 1000
 _GATE = TypeAdapter(GateView | None)
 
 
@@ -22,11 +25,21 @@ class ApprovalApi:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url, self.token = base_url.rstrip("/"), token
 
-    async def _call(self, method: str, path: str, body: object = None) -> httpx.Response:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        params: dict[str, str | int] | None = None,
+    ) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             try:
                 response = await http.request(
-                    method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
+                    method,
+                    path,
+                    json=body,
+                    params=params,
+                    headers={"Authorization": f"Bearer {self.token}"},
                 )
             except httpx.HTTPError as err:
                 message = (
@@ -44,7 +57,17 @@ class ApprovalApi:
         return response
 
     async def pending(self) -> list[GateView]:
-        return _GATES.validate_json((await self._call("GET", "/approvals")).content)
+        """Every open gate, a page at a time (a service from before paging answers all of
+        them at once, without a next page)."""
+        gates: list[GateView] = []
+        params: dict[str, str | int] = {"page_size": PAGE_SIZE}
+        while True:
+            response = await self._call("GET", "/approvals", params=params)
+            gates += _GATES.validate_json(response.content)
+            token = response.headers.get(NEXT_PAGE_HEADER)
+            if not token:
+                return gates
+            params = {"page_size": PAGE_SIZE, "next_page_token": token}
 
     async def open_gate(self, workflow_id: str) -> GateView | None:
         """The gate open on `workflow_id`, or None between gates; DecisionError 404 if there

@@ -1,5 +1,7 @@
-"""The approval service's core, shared by the HTTP API and the CLI: list open gates, and turn
-an authenticated caller's decision into a signed Update on the exact plan they saw."""
+"""The approval service's core, shared by the HTTP API and the CLI: a run's open gate, and an
+authenticated caller's decision turned into a signed Update on the exact plan they saw. The
+listing of every open gate is workers/gate_listing.py (from visibility); here, each call asks
+the run itself, since a decision must bind to the gate as it is now."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from activities.approval_auth import DecisionKind, DecisionRequest, identify
 from activities.config import EngineConfig
 from workers.signing import gate_decision
 from workflows.models import ApprovalDecision, GateView
-from workflows.names import READ_ONLY, RUNBOOK_WORKFLOW_TYPES, SA_STATUS
+from workflows.names import READ_ONLY, RUNBOOK_WORKFLOW_TYPES
 from workflows.read_only import EndHold, ReadOnlyWorkflow
 from workflows.runbook import RunbookWorkflow
 
@@ -70,17 +72,6 @@ async def remediation_run(client: Client, workflow_id: str) -> WorkflowExecution
     if described.workflow_type not in RUNBOOK_WORKFLOW_TYPES.values():
         raise NotARemediationError(workflow_id, described.workflow_type)
     return described
-
-
-async def pending_gates(client: Client) -> list[GateView]:
-    gates = []
-    query = f"{SA_STATUS.name} = 'AwaitingApproval' AND ExecutionStatus = 'Running'"
-    async for execution in client.list_workflows(query):
-        handle = client.get_workflow_handle(execution.id)
-        gate = await handle.query(RunbookWorkflow.pending_gate)
-        if gate is not None:
-            gates.append(gate)
-    return gates
 
 
 async def open_gate(client: Client, workflow_id: str) -> GateView | None:

@@ -16,7 +16,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from activities.config import EngineConfig, GateConfig
-from workers.approvals import DecisionError, pending_gates, remediation_run
+from workers.approvals import DecisionError, remediation_run
+from workers.gate_listing import pending_gates
 from workers.payload_codec import PayloadDecryptionError
 from workflows.models import HARD_BLAST_RADIUS, GateView, RunbookInput, RunReport, StepRecord
 from workflows.names import RUNBOOK_WORKFLOW_TYPES, SA_REQUESTED_BY, SA_STATUS, SA_TARGET

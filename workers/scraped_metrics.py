@@ -4,8 +4,9 @@ leases held (from the safety envelope). Not from this process's memory, so every
 replica reports the same figures and a restart loses nothing. When Temporal does not answer,
 the gauges keep their last values.
 
-The oldest gate's wait needs when each gate opened, which visibility does not record (it has
-the run's start, not when its status became AwaitingApproval). Each waiting run is asked its
+The oldest gate's wait needs when each gate opened: a run publishes it as a search attribute
+as its gate opens (workflows/gate_visibility.py), so one visibility listing gives it for every
+waiting run. A run waiting without it (its gate opened before that version) is asked its
 `pending_gate` (a query, answered by a worker, bounded by a short timeout); a run that does
 not answer in time counts from its start instead: an upper bound, so a stuck worker makes the
 figure err towards alerting, never towards silence."""
@@ -25,6 +26,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
+from workers.gate_listing import WAITING_QUERY, asked_gate, listed_opened_at
 from workers.http_common import TEMPORAL_DOWN
 from workers.metrics import (
     GATE_OLDEST_WAIT,
@@ -34,19 +36,17 @@ from workers.metrics import (
     OUTCOMES,
     RUN_OUTCOMES,
 )
-from workflows.models import GateView, RunStatus
+from workflows.models import GateView
 from workflows.names import SA_STATUS
-from workflows.runbook import RunbookWorkflow
 from workflows.safety_envelope import Lease
 
-WAITING_QUERY = (
-    f"{SA_STATUS.name} = '{RunStatus.AWAITING_APPROVAL.value}' AND ExecutionStatus = 'Running'"
-)
 # A scrape must answer well within Prometheus's scrape timeout (10 s by default), even with
 # no worker to answer the gate queries.
 GATE_QUERY_TIMEOUT = timedelta(seconds=2)
-# Gates waiting at once are a handful; past this many, the oldest among these is reported.
-MAX_GATES_EXAMINED = 200
+# Past this many waiting runs (ten visibility pages), the oldest among these is reported.
+MAX_GATES_EXAMINED = 10_000
+# Runs asked directly at once (those that did not publish when their gate opened).
+QUERY_CONCURRENCY = 16
 
 
 async def refresh(client: Client, task_queue: str) -> None:
@@ -89,20 +89,29 @@ async def envelope_state(client: Client, task_queue: str) -> None:
 
 
 async def gates_opened_at(client: Client) -> list[datetime]:
-    """When each waiting run's gate opened (or, unanswered, when the run started)."""
+    """When each waiting run's gate opened (or, unanswered, when the run started): one
+    visibility listing, and a query only to runs that did not publish it."""
     waiting = [
         execution
         async for execution in client.list_workflows(WAITING_QUERY, limit=MAX_GATES_EXAMINED)
     ]
-    return list(await asyncio.gather(*(gate_opened_at(client, e) for e in waiting)))
+    asking = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def opened(execution: WorkflowExecution) -> datetime:
+        listed = listed_opened_at(execution)
+        if listed is not None:
+            return listed
+        async with asking:
+            return await gate_opened_at(client, execution)
+
+    return list(await asyncio.gather(*(opened(e) for e in waiting)))
 
 
 async def gate_opened_at(client: Client, execution: WorkflowExecution) -> datetime:
     """When the run's open gate opened, as the run says; its start if it does not answer."""
-    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
     gate: GateView | None = None
     with suppress(*TEMPORAL_DOWN, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-        gate = await handle.query(RunbookWorkflow.pending_gate, rpc_timeout=GATE_QUERY_TIMEOUT)
+        gate = await asked_gate(client, execution, GATE_QUERY_TIMEOUT)
     # None: between the status change and the gate's opening, or no worker answered.
     return gate.opened_at if gate is not None else execution.start_time
 

@@ -59,7 +59,13 @@ from activities.targets import describe_target
 from workers import logs
 from workers.activity_keepalive import KeepAlive
 from workers.exits import exit_now, fail
-from workers.settings import Settings, connect, load_settings, metrics_runtime
+from workers.settings import (
+    DEFAULT_MAX_CACHED_WORKFLOWS,
+    Settings,
+    connect,
+    load_settings,
+    metrics_runtime,
+)
 from workers.temporal_config import TemporalConfigError
 from workflows.backup_restore import BackupRestoreWorkflow
 from workflows.key_rotation import KeyRotationWorkflow
@@ -159,7 +165,10 @@ STICKY_TIMEOUT = timedelta(seconds=5)
 
 
 def build_worker(
-    client: Client, task_queue: str, drain: timedelta = timedelta(seconds=30)
+    client: Client,
+    task_queue: str,
+    drain: timedelta = timedelta(seconds=30),
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS,
 ) -> Worker:
     return Worker(
         client,
@@ -173,6 +182,7 @@ def build_worker(
         interceptors=[KeepAlive()],
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -180,7 +190,7 @@ async def run(settings: Settings) -> None:
     load_config()  # fail at start-up, with the config's own message, not at the first alert
     client = await connect(settings, metrics_runtime(settings))
     drain = timedelta(seconds=settings.worker_drain_seconds)
-    worker = build_worker(client, settings.task_queue, drain)
+    worker = build_worker(client, settings.task_queue, drain, settings.worker_max_cached_workflows)
     # On SIGTERM/SIGINT stop polling and let running activities finish within the drain
     # time; then those left are cancelled and handed back to be retried elsewhere, instead
     # of waiting out their timeouts as they would after a crash.

@@ -46,6 +46,8 @@ Notifier = Callable[..., Awaitable[object]]
 # one is possible, no action is needed), or None if it still does.
 Replan = Callable[[], Awaitable[str | None]]
 StatusSetter = Callable[[RunStatus, str], None]
+# Publishes the gate as it is now to visibility (workflows/gate_visibility.py).
+Publisher = Callable[[], None]
 KeyLoader = Callable[[], Awaitable[GateSettings]]
 
 # Decisions of runs recorded before signed tokens replay through the old path.
@@ -75,6 +77,7 @@ class ApprovalGate:
         audit: AuditTrail,
         set_status: StatusSetter,
         notify: Notifier,
+        publish: Publisher,
     ) -> None:
         self.params = params
         self.requested_by = params.requested_by
@@ -82,6 +85,9 @@ class ApprovalGate:
         self.audit = audit
         self.set_status = set_status
         self.notify = notify
+        self.publish = publish
+        # Whether visibility shows a gate open now (so closing unsets it, and only then).
+        self.listed = False
         self.instance = 0  # gate openings so far in this run
         self.open_plan: Plan | None = None
         self.opened_at: datetime | None = None
@@ -168,6 +174,9 @@ class ApprovalGate:
             gate=self.instance,
             approvals_required=needed,
         )  # fmt: skip
+        # Before the status: a listing that sees AwaitingApproval finds the gate beside it.
+        self.publish()
+        self.listed = True
         self.set_status(
             RunStatus.AWAITING_APPROVAL,
             f"Awaiting {group}: {plan.describe()} (plan {plan.plan_id})",
@@ -341,6 +350,9 @@ class ApprovalGate:
         self.decisions.append(decision)
         self.closed[decision.gate] = decision
         self.open_plan = None
+        if self.listed:
+            self.publish()
+            self.listed = False
         self.audit.record(
             f"gate_{decision.outcome.value}",
             f"plan {decision.plan_id} {decision_summary(decision)}",
@@ -472,6 +484,8 @@ class ApprovalGate:
             plan_id=plan.plan_id,
             reason=claims.reason,
         )
+        if self.listed:
+            self.publish()  # the quorum so far, for the listing
         return ApprovalDecision(
             outcome=DecisionOutcome.COUNTED,
             plan_id=plan.plan_id,

@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.sender_loop import SenderLoop
     from workflows.target_lease import KillSwitchStop, TargetLease
 
-from workflows import run_metrics
+from workflows import gate_visibility, run_metrics
 
 # Runs cancelled before pool_restart and rollback cleaned up after a cancel replay without it.
 CANCEL_PATCH = "cancel-cleanup-v1"
@@ -113,6 +113,7 @@ class RunbookWorkflow:
             audit=self.audit,
             set_status=self.set_status,
             notify=self.notify,
+            publish=lambda: gate_visibility.publish(self.pending_gate()),
         )
 
     # -- queries and updates -------------------------------------------------------------
