@@ -9,7 +9,7 @@ activities never import workflow code.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import activity
@@ -136,6 +136,13 @@ class SafetyPolicy(BaseModel):
     max_decision_age_seconds: int
 
 
+# The envelope's workflow task timeout (Temporal's default is 10 s). Every acting run waits
+# on the envelope (status, leases); when the worker that holds its task dies, the task is
+# handed to another worker only after this, so it bounds how long a worker's death stalls
+# them all. Its tasks are small: 5 s leaves a busy worker room.
+ENVELOPE_TASK_TIMEOUT = timedelta(seconds=5)
+
+
 class SafetyActivities:
     """Activities that need a Temporal client; the worker constructs this with its own."""
 
@@ -150,6 +157,7 @@ class SafetyActivities:
             id=workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_timeout=ENVELOPE_TASK_TIMEOUT,
         )
         return workflow_id
 

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.config import load_config
 from activities.safety import (
+    ENVELOPE_TASK_TIMEOUT,
     SAFETY_WORKFLOW_TYPE,
     PauseRequest,
     SafetyQuery,
@@ -45,6 +46,7 @@ async def _envelope(client: Client, task_queue: str) -> str:
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        task_timeout=ENVELOPE_TASK_TIMEOUT,
     )
     return workflow_id
 
