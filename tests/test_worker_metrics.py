@@ -1,17 +1,20 @@
 """The worker's Prometheus endpoint, as a scraper sees it: the SDK's own `temporal_*` metrics
 and the engine's `remediation_*` ones, for runs on a real dev server, through the runtime the
 worker builds from REMEDIATE_WORKER_METRICS_ADDRESS. Replays (a run evicted from the cache
-and resumed) count nothing twice."""
+and resumed) count nothing twice; a workflow task that timed out on a busy worker and ran
+again counts its new events again (the SDK's rule), which the counts allow for."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -49,6 +52,18 @@ class Scraper:
         return sum(
             v for (n, ls), v in (await self.samples()).items() if n in names and wanted <= ls
         )
+
+
+async def retried_tasks(*handles: WorkflowHandle[Any, Any]) -> int:
+    """Workflow tasks of these runs that timed out or failed (and so were run again)."""
+    retried = 0
+    for handle in handles:
+        async for event in handle.fetch_history_events():
+            retried += event.event_type in (
+                EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+                EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+            )
+    return retried
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +124,27 @@ async def test_runs_gates_and_approvals_are_counted_once_each(
     assert decision.outcome == DecisionOutcome.APPROVED
     assert (await gated.result()).status == RunStatus.REMEDIATED
 
+    # A workflow task that timed out or failed on a busy machine runs its new code again (not
+    # as a replay), counting what it counted again: each count is exact but for those.
+    retried = await retried_tasks(auto, gated)
+
     async def counted() -> bool:
-        return await scraper.value("remediation_runs_finished", outcome="Remediated") == 2
+        finished = await scraper.value("remediation_runs_finished", outcome="Remediated")
+        return 2 <= finished <= 2 + retried
 
     await eventually(counted, seconds=15)  # the SDK exports on its own schedule
-    assert await scraper.value("remediation_runs_started", runbook="pool_restart") == 2
-    assert await scraper.value("remediation_runs_started", trigger="manual") == 2
-    assert await scraper.value("remediation_gates_opened", runbook="pool_restart") == 1
+
+    async def exactly(expected: int, name: str, **labels: str) -> None:
+        value = await scraper.value(name, **labels)
+        assert expected <= value <= expected + retried, (name, labels, value, retried)
+
+    await exactly(2, "remediation_runs_started", runbook="pool_restart")
+    await exactly(2, "remediation_runs_started", trigger="manual")
+    await exactly(1, "remediation_gates_opened", runbook="pool_restart")
     approve = "remediation_time_to_approve_seconds_count"
-    assert await scraper.value(approve, runbook="pool_restart", by="policy") == 1
-    assert await scraper.value(approve, runbook="pool_restart", by="person") == 1
-    remediate = "remediation_time_to_remediate_seconds_count"
-    assert await scraper.value(remediate, runbook="pool_restart") == 2
+    await exactly(1, approve, runbook="pool_restart", by="policy")
+    await exactly(1, approve, runbook="pool_restart", by="person")
+    await exactly(2, "remediation_time_to_remediate_seconds_count", runbook="pool_restart")
     # The configured buckets, not the SDK's millisecond defaults.
     buckets = {
         dict(labels)["le"]
