@@ -1,7 +1,8 @@
 """The engine's own metrics, counted where runs happen: in the workflows, through the Temporal
 SDK's metric meter, so they are exported on the worker's SDK metrics endpoint beside the SDK's
-`temporal_*` metrics (REMEDIATE_WORKER_METRICS_ADDRESS) and never counted twice: the SDK emits
-nothing while a workflow replays (after a worker restart or a cache eviction).
+`temporal_*` metrics (REMEDIATE_WORKER_METRICS_ADDRESS). A replay (after a worker restart or
+a cache eviction) counts nothing again: the SDK emits nothing while a workflow replays. A
+workflow task that timed out or failed and ran again does count its new events again.
 
 What a workflow cannot count well stays with the service's /metrics, computed from Temporal's
 visibility at each scrape (`workers/metrics.py`): the gates open now, the runs finished by
