@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
@@ -31,8 +32,9 @@ from activities.postgres import databases as dbs
 from activities.postgres.client_tools import Connection
 from activities.postgres.models import DropInput, Snapshot
 from activities.postgres.restore import drop_replaced
+from activities.safety import SafetyStatus, safety_workflow_id
 from infra.local_postgres import PostgresServer
-from tests.support import eventually, mint
+from tests.support import eventually, mint, switch
 from tests.test_backup_restore import (
     Handle,
     Shop,
@@ -282,3 +284,88 @@ async def test_the_replaced_database_is_not_dropped_without_its_snapshot_in_s3(
     assert refused.value.type == "SnapshotMissing" and refused.value.non_retryable
     assert "is not in S3" in refused.value.message
     assert databases_like(shop, "shopd_replaced_t") == ["shopd_replaced_t"]
+
+
+async def replaced_dump() -> int | None:
+    """The pid of the pg_dump streaming a replaced database (the worker runs in this test's
+    process, so it is our child), if one is running."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_dump") and any(b"_replaced_" in a for a in argv):
+            return int(entry.name)
+    return None
+
+
+async def test_writes_come_back_while_the_snapshot_ships_and_a_pause_keeps_the_replaced_data(
+    dev_env: WorkflowEnvironment, postgres: PostgresServer, bucket: str, tmp_path: Path
+) -> None:
+    """The safety snapshot's pg_dump is held (SIGSTOP) from the switch on. The restored
+    database is verified and writes come back while the snapshot has not been stored: the
+    replaced database still holds the replaced data meanwhile. The kill switch is engaged
+    before the dump finishes: the snapshot is stored, but the replaced database is not
+    dropped, and the run says where it is kept."""
+    shop, corrupted_at, good, bad = await corrupted_shop(
+        postgres, "shopwb", bucket, tmp_path, events=300000
+    )
+    queue = f"ovw-{uuid.uuid4().hex[:6]}"
+    held: int | None = None
+    try:
+        async with build_worker(dev_env.client, queue):
+            handle = await start(dev_env, queue, before=corrupted_at.isoformat())
+            await approve(dev_env, f"{handle.id}-read-only-enter", "bob")
+            await approve(dev_env, handle.id, "carol")
+            held = await eventually(replaced_dump, seconds=120, every=0.01)
+            os.kill(held, signal.SIGSTOP)
+            await approve(dev_env, f"{handle.id}-read-only-exit", "bob")
+            with shop.connect() as conn:
+                assert fingerprint(conn) == good, "the live database is the restored one"
+
+            async def writable() -> bool:
+                try:
+                    with shop.connect() as conn:
+                        conn.execute("INSERT INTO events (kind) VALUES ('writes are back')")
+                    return True
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    return False
+
+            await eventually(writable, seconds=120)
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="shop/safety/")
+            assert not listed.get("Contents"), "writes came back before the snapshot was stored"
+            [replaced] = databases_like(shop, "shopwb_replaced_%")
+            with shop.connect(replaced) as conn:
+                assert fingerprint(conn) == bad, "meanwhile the replaced data is whole"
+            envelope = dev_env.client.get_workflow_handle(safety_workflow_id(queue))
+            await envelope.execute_update(
+                "pause", switch("carol", "pause", envelope.id, "freeze"), result_type=SafetyStatus
+            )
+            os.kill(held, signal.SIGCONT)
+            held = None
+            report = await asyncio.wait_for(handle.result(), 300)
+    finally:
+        if held is not None:
+            os.kill(held, signal.SIGCONT)
+
+    assert report.status == RunStatus.STOPPED, report.summary
+    assert "stopped by the kill switch before dropping the replaced database" in report.summary
+    assert "paused by carol: freeze" in report.summary
+    assert f"kept as {replaced}" in report.summary
+    t = report.timeline
+    assert t["verified"] <= t["writes_back"] <= t["snapshot_stored"]
+    assert databases_like(shop, "shopwb_replaced_%") == [replaced]
+    with shop.connect() as conn:
+        rows = conn.execute("SELECT count(*) FROM events WHERE kind = 'writes are back'")
+        assert rows.fetchone() == (1,)
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="shop/safety/")
+    dumps = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".dump")]
+    assert len(dumps) == 1, dumps
+    restore_copy(shop, bucket, dumps[0], "shopwb_check", tmp_path)
+    with shop.connect("shopwb_check") as conn:
+        assert fingerprint(conn) == bad, "the stored snapshot restores the replaced data"
+    with shop.connect("postgres") as conn:
+        conn.execute("DROP DATABASE shopwb_check")

@@ -82,6 +82,7 @@ with workflow.unsafe.imports_passed_through():
         validate_database,
     )
     from activities.postgres.snapshots import plan_snapshot, snapshot_replaced, verify_snapshot
+    from activities.safety import SafetyActivities, SafetyQuery
     from activities.storage.models import BackupInfo
     from activities.targets import TargetDescription
     from workflows.models import (
@@ -109,6 +110,9 @@ with workflow.unsafe.imports_passed_through():
 # Runs recorded before the restore overlapped its steps (backup checked while read-only is
 # entered; the snapshot shipped from the replaced database after the switch) replay without.
 OVERLAP_PATCH = "restore-overlap-v1"
+# Runs recorded before writes came back ahead of the safety snapshot's shipping (they exited
+# read-only only after the snapshot was stored and the replaced database dropped).
+WRITES_BACK_PATCH = "restore-writes-back-early-v1"
 
 # Long steps retry after a worker dies (the heartbeat timeout notices) and resume; a step
 # that fails for a reason of its own (a corrupt backup, a name taken) does not retry.
@@ -402,6 +406,8 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 f"({back.detail}).{self._state()}"
             )
         self.mark("verified")
+        if self.overlap and workflow.patched(WRITES_BACK_PATCH):
+            return await self._after_verified(target, backup, snapshot, names, run)
         stored = await self._stored_snapshot(target, snapshot, names)
         if target.backup_restore.drop_previous_after_verify and stored is not None:
             await self.guard(f"dropping the replaced database {names.previous}")
@@ -431,11 +437,71 @@ class BackupRestoreWorkflow(RunbookWorkflow):
                 f"replaced database {names.previous} was kept, not dropped: save it (pg_dump) "
                 "before dropping it"
             )
+        return await self._end(summary, stored is not None, exited)
+
+    async def _end(self, summary: str, stored: bool, exited: bool) -> RunReport:
         if not exited:
             summary += "; WRITES ARE STILL OFF: the read-only exit did not complete"
-        if stored is None or not exited:
+        if not stored or not exited:
             return await self.escalate(summary)
         return await self.finish(RunStatus.REMEDIATED, summary)
+
+    async def _after_verified(
+        self,
+        target: TargetDescription,
+        backup: BackupInfo,
+        planned: PlannedSnapshot,
+        names: DatabaseNames,
+        run: str,
+    ) -> RunReport:
+        """WRITES_BACK_PATCH: writes come back as soon as the restored database is verified,
+        while the replaced database's snapshot is still shipping. Nothing waits on that
+        copy but the drop: the replaced database holds the same data until the snapshot is
+        read back from S3, and it is dropped only then, and only if the kill switch is off
+        (the lease went to the read-only exit, so the envelope is asked directly)."""
+        await self.release_lease()
+        exited = await self._exit_read_only(target, "the restore is verified")
+        if exited:
+            self.mark("writes_back")
+        stored = await self._stored_snapshot(target, planned, names)
+        if target.backup_restore.drop_previous_after_verify and stored is not None:
+            step = f"dropping the replaced database {names.previous}"
+            paused = await self._paused()
+            if paused:
+                raise KillSwitchStop(step, paused)
+            await workflow.execute_activity(
+                drop_replaced,
+                DropInput(target=target.target, database=names.previous, run=run, snapshot=stored),
+                start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=ACT_RETRY,
+            )
+            self.audit.record(
+                "action", f"dropped the replaced database {names.previous} (snapshot kept)"
+            )
+        summary = self._summary(backup, planned, names, stored is not None)
+        if stored is None:
+            summary += (
+                f"; THE SAFETY SNAPSHOT WAS NOT STORED ({self.snapshot_failure}), so the "
+                f"replaced database {names.previous} was kept, not dropped: save it (pg_dump) "
+                "before dropping it"
+            )
+        return await self._end(summary, stored is not None, exited)
+
+    async def _paused(self) -> str:
+        """Why remediations are paused (the kill switch), or "" when they are not."""
+        status = await workflow.execute_activity_method(
+            SafetyActivities.safety_status,
+            SafetyQuery(target=self.params.target, runbook=self.runbook),
+            start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+        if not status.paused:
+            return ""
+        by = f" by {status.paused_by}" if status.paused_by else ""
+        why = f": {status.pause_reason}" if status.pause_reason else ""
+        return f"remediations are paused{by}{why}"
 
     def _summary(
         self, backup: BackupInfo, snapshot: PlannedSnapshot, names: DatabaseNames, stored: bool
