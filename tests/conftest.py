@@ -24,6 +24,7 @@ from infra.local_postgres import PostgresServer, free_port, postgres_server
 from infra.processes import server_process
 from tests.support import (
     BIN,
+    SERVER_STARTUP,
     DemoApp,
     OrdersDatabase,
     Receiver,
@@ -36,6 +37,7 @@ from workflows.names import SEARCH_ATTRIBUTES
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
+        test_server_startup_timeout=SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(BIN / "temporal-test-server"),
     )
@@ -56,6 +58,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,

@@ -34,6 +34,9 @@ from workflows.pool_restart import PoolRestartWorkflow
 
 # The virtualenv's bin: uvicorn, temporal and the test server come from packages there.
 BIN = Path(sys.executable).parent
+# How long a Temporal dev or test server may take to start: under make test's load the
+# SDK's default (5 s) was not always enough.
+SERVER_STARTUP = timedelta(seconds=60)
 SIGNING_KEY_ENV = "REMEDIATE_TEST_SIGNING_KEY"
 VERIFY_KEY_ENV = "REMEDIATE_TEST_VERIFY_KEY"
 TOKENS = {

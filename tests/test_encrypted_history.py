@@ -34,6 +34,7 @@ from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests.support import (
     BIN,
+    SERVER_STARTUP,
     TOKENS,
     DemoApp,
     OrdersDatabase,
@@ -115,6 +116,7 @@ def stack_ports() -> tuple[int, int]:
 async def server(stack_ports: tuple[int, int]) -> AsyncIterator[WorkflowEnvironment]:
     service_port, ui_port = stack_ports
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,

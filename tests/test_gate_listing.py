@@ -150,10 +150,21 @@ def same_instant(indexed: datetime | None, at: datetime) -> bool:
     return indexed is not None and abs((indexed - at).total_seconds()) < 0.001
 
 
-async def within(seconds: float, probe: Callable[[], Awaitable[T | None]]) -> float:
-    """How long `probe` took to come true, polled; AssertionError after `seconds`."""
+async def within(
+    seconds: float,
+    probe: Callable[[], Awaitable[T | None]],
+    seen: list[tuple[GateView | None, GateView | None]] | None = None,
+) -> float:
+    """How long `probe` took to come true, polled; AssertionError after `seconds`, with the
+    last (run's view, listed view) pair in `seen` when given."""
     began = time.monotonic()
-    await eventually(probe, seconds, every=0.02)
+    try:
+        await eventually(probe, seconds, every=0.02)
+    except AssertionError as err:
+        if not seen:
+            raise
+        now, listed = seen[-1]
+        raise AssertionError(f"{err}: the run shows {now!r}, the listing {listed!r}") from None
     return time.monotonic() - began
 
 
@@ -163,17 +174,26 @@ async def test_a_gate_lists_as_it_opens_counts_closes_and_reopens(listing: Listi
         first = await wait_for_gate(handle)
         assert first.approvals_required == 2 and first.approved_by == []
 
-        async def shown(expected: GateView) -> bool:
-            return (await listing.gates()).get(handle.id) == expected
+        async def shown(gate: int, approved_by: list[str]) -> bool:
+            """The listing shows the gate the run itself reports now, as `gate` with these
+            approvals. (Compared with a fresh query each time: under load a workflow task
+            can run again after a query saw its first try, with a later `opened_at`.)"""
+            now = await handle.query(PoolRestartWorkflow.pending_gate)
+            listed = (await listing.gates()).get(handle.id)
+            seen.append((now, listed))
+            return (
+                now is not None
+                and (now.gate, now.approved_by) == (gate, approved_by)
+                and (listed == now)
+            )
 
-        opened = await within(WITHIN, lambda: shown(first))
-
+        seen: list[tuple[GateView | None, GateView | None]] = []
+        opened = await within(WITHIN, lambda: shown(1, []), seen)
         counted = await handle.execute_update(
             PoolRestartWorkflow.approve, mint("bob", first, "approve", "looks right")
         )
         assert counted.outcome == DecisionOutcome.COUNTED
-        after_bob = first.model_copy(update={"approved_by": ["bob"]})
-        approval = await within(WITHIN, lambda: shown(after_bob))
+        approval = await within(WITHIN, lambda: shown(1, ["bob"]), seen)
         assert (await listing.gates())[handle.id].approvals_text() == "1 of 2 approvals (bob)"
 
         # The sessions planned end on their own: at its next look the run replaces the plan,
@@ -186,7 +206,8 @@ async def test_a_gate_lists_as_it_opens_counts_closes_and_reopens(listing: Listi
 
         second = await eventually(second_gate, 20, every=0.02)
         assert second.plan.plan_id != first.plan.plan_id and second.approved_by == []
-        reopened = await within(WITHIN, lambda: shown(second))
+        reopened = await within(WITHIN, lambda: shown(2, []), seen)
+        second = seen[-1][0] or second
         [described] = [
             e async for e in listing.client.list_workflows(f"WorkflowId = '{handle.id}'")
         ]

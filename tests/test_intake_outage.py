@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests import payloads
-from tests.support import BIN, TOKENS, eventually, write_config
+from tests.support import BIN, SERVER_STARTUP, TOKENS, eventually, write_config
 from workflows.names import SEARCH_ATTRIBUTES
 
 SECRET = "outage-" + uuid.uuid4().hex
@@ -50,6 +50,7 @@ class DevServer:
 
     async def start(self) -> None:
         self.env = await WorkflowEnvironment.start_local(
+            dev_server_startup_timeout=SERVER_STARTUP,
             data_converter=pydantic_data_converter,
             dev_server_existing_path=str(BIN / "temporal"),
             search_attributes=SEARCH_ATTRIBUTES,

@@ -47,7 +47,7 @@ from tests.monitoring import (
     binary,
     load_yaml,
 )
-from tests.support import BIN, eventually, session_keys
+from tests.support import BIN, SERVER_STARTUP, eventually, session_keys
 from workflows.models import RunReport, RunStatus
 from workflows.names import SEARCH_ATTRIBUTES, workflow_id_for
 from workflows.runbook import RunbookWorkflow
@@ -90,6 +90,7 @@ def database() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,

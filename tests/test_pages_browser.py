@@ -34,7 +34,7 @@ from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests.flag_app import FlagApp, flag_app
 from tests.oidc_provider import CLIENT_SECRET_ENV, Provider, oidc_toml, running_provider, sub_of
-from tests.support import BIN, TOKENS, eventually, write_config
+from tests.support import BIN, SERVER_STARTUP, TOKENS, eventually, write_config
 from workers.browser_sessions import COOKIE, issue_session
 from workers.worker import build_worker
 from workflows.models import GateView
@@ -109,6 +109,7 @@ async def stack(
     config = write_config(tmp_path_factory.mktemp("pages"), body)
     queue = f"pages-{uuid.uuid4().hex[:6]}"
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
