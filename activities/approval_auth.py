@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, Field
 from temporalio import activity
 
-from activities import decision_tokens
+from activities import decision_tokens, known_keys
 from activities.config import ApprovalsConfig, ConfigError, EngineConfig
 from activities.decision_tokens import DecisionKind as DecisionKind  # re-exported
 from activities.refs import SecretRef
@@ -88,6 +88,7 @@ def verify_keys(approvals: ApprovalsConfig) -> list[str]:
             raise ConfigError(f"[approvals] verify_keys[{index}]: {err}") from None
     if not keys:
         raise ConfigError("[approvals] verify_keys is empty: no decision could be verified")
+    known_keys.remember(keys)
     return keys
 
 

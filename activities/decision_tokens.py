@@ -43,6 +43,16 @@ class TokenRefusedError(Exception):
     """The token is not an authentic, current decision; the message says why (no secret)."""
 
 
+class UnknownKeyError(TokenRefusedError):
+    """The token names a signing key (`kid`) the verifier does not list: forged, or signed
+    by a key added after the verifier read its keys (a rotation). Its signature was not
+    checked."""
+
+    def __init__(self, message: str, kid: str) -> None:
+        super().__init__(message)
+        self.kid = kid
+
+
 class DecisionClaims(BaseModel):
     """What a signed decision says. `wid`, `rid`, `gate` and `plan` bind it to one gate of
     one run; `jti` makes it usable once."""
@@ -203,10 +213,11 @@ def verify(
     if header.get("alg") != ALGORITHM:
         raise TokenRefusedError(f"decision token algorithm {header.get('alg')!r} is not EdDSA")
     by_id = {key_id(public_key(text)): text for text in keys}
-    known = by_id.get(str(header.get("kid", "")))
+    kid = str(header.get("kid", ""))
+    known = by_id.get(kid)
     if known is None:
-        raise TokenRefusedError(
-            f"decision signed with key {header.get('kid')!r}, which is not a configured verify key"
+        raise UnknownKeyError(
+            f"decision signed with key {kid!r}, which is not a configured verify key", kid
         )
     try:
         payload = jwt.api_jws.decode(token, key=public_key(known), algorithms=[ALGORITHM])

@@ -288,13 +288,14 @@ def switch(
     workflow_id: str,
     reason: str = "",
     now: datetime | None = None,
+    key: str | None = None,
 ) -> Any:
     """A pause or resume of the kill switch as the approval service signs it for `who` (at
-    the server's `now` where that is not the wall clock)."""
+    the server's `now` where that is not the wall clock), with its key or `key`."""
     from activities.safety import PauseRequest
 
     token = decision_tokens.issue(
-        decision_tokens.private_key(session_keys()[0]),
+        decision_tokens.private_key(key or session_keys()[0]),
         audience="safety",
         kind=kind,
         subject=who,

@@ -20,7 +20,14 @@ from temporalio.worker import Worker
 from activities import decision_tokens
 from activities.approval_auth import DecisionKind, DecisionRequest
 from tests.fake_system import AUTO, CONFIG, START, FakeSystem
-from tests.support import eventually, mint, start_signed, wait_for_gate, write_config
+from tests.support import (
+    eventually,
+    mint,
+    session_keys,
+    start_signed,
+    wait_for_gate,
+    write_config,
+)
 from workers.worker import WORKFLOW_RUNNER
 from workflows.models import (
     AlertContext,
@@ -433,3 +440,33 @@ def early(
         who, None, kind, workflow_id=handle.id, run_id=handle.result_run_id, gate=1,
         plan_id=plan_id, now=now,
     )  # fmt: skip
+
+
+async def test_a_key_removed_while_the_gate_waits_no_longer_signs_for_it(
+    time_skipping_env: WorkflowEnvironment, system: FakeSystem, tmp_path: Path
+) -> None:
+    """A signing key is found compromised and removed from `verify_keys` while a run waits at
+    its gate: the run read it at its start, but a decision is verified with the keys as the
+    worker's config lists them (read again when a minute old), so it signs nothing there."""
+    _, kept = session_keys()
+    compromised = decision_tokens.new_private_key_text()
+    listed = decision_tokens.public_text(decision_tokens.private_key(compromised))
+    write_config(
+        tmp_path, CONFIG.format(auto=""), approvals=f'verify_keys = ["{kept}", "{listed}"]'
+    )
+    handle = await start(time_skipping_env)
+    gate = await wait_for_gate(handle)
+    write_config(tmp_path, CONFIG.format(auto=""), approvals=f'verify_keys = ["{kept}"]')
+    await time_skipping_env.sleep(timedelta(seconds=61))
+
+    forged = mint("bob", gate, "approve", key=compromised)  # whoever holds the key
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(PoolRestartWorkflow.approve, forged)
+
+    assert "not a configured verify key" in str(refused.value.cause)
+    report = await handle.query(PoolRestartWorkflow.report)
+    [read] = [s for s in report.steps if s.kind == "verify_keys_read"]
+    assert "1 added" not in read.summary and "0 added, 1 removed" in read.summary
+    assert report.status == RunStatus.AWAITING_APPROVAL and system.terminated == []
+    await handle.execute_update(PoolRestartWorkflow.approve, mint("bob", gate, "approve"))
+    assert (await handle.result()).status == RunStatus.REMEDIATED

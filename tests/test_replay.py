@@ -26,7 +26,7 @@ from workers.worker import WORKFLOW_RUNNER, WORKFLOWS
 from workflows.names import RUNBOOK_WORKFLOW_TYPES
 
 HISTORIES_DIR = Path(__file__).parent / "histories"
-HISTORIES = sorted(p for p in HISTORIES_DIR.rglob("*.json") if p != WORKFLOW_IDS)
+HISTORIES = sorted(p for p in HISTORIES_DIR.rglob("*.json") if p.name != WORKFLOW_IDS.name)
 CURRENT = [p for p in HISTORIES if p.parent == HISTORIES_DIR]
 
 
@@ -49,7 +49,9 @@ def test_there_is_a_recorded_history_per_runbook() -> None:
     "path", HISTORIES, ids=[str(p.relative_to(p.parents[1])) for p in HISTORIES]
 )
 async def test_recorded_history_replays(path: Path) -> None:
-    ids = json.loads(WORKFLOW_IDS.read_text()) if path.parent == HISTORIES_DIR else {}
+    # Each folder's recordings come with the workflow ids they ran under, where it kept them.
+    kept = path.parent / WORKFLOW_IDS.name
+    ids = json.loads(kept.read_text()) if kept.exists() else {}
     # Signed decisions are bound to the workflow id: replay under the one the run had.
     history = WorkflowHistory.from_json(ids.get(path.stem, path.stem), path.read_text())
     replayer = Replayer(

@@ -14,9 +14,9 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.alertmanager.silences import create_silence, expire_silence
-from activities.approval_auth import authenticate_decision
+from activities.approval_auth import authenticate_decision, verify_keys
 from activities.checks import verify_until_stable
-from activities.config import load_config
+from activities.config import ConfigError, EngineConfig, load_config
 from activities.deploy.releases import find_deployments, restart_service, rollback_deployment
 from activities.deploy.restart_hook import restart_app
 from activities.http.app_flag import app_read_only_state, check_app_writes, set_app_read_only
@@ -186,8 +186,19 @@ def build_worker(
     )
 
 
+def _remember_verify_keys(config: EngineConfig) -> None:
+    """Read the approval verify keys now, so that gates on this worker can tell a decision
+    signed with a key added since their run began from a forgery (activities/known_keys.py).
+    Not fatal here: every run reads them again, and says what is wrong with them."""
+    try:
+        verify_keys(config.approvals)
+    except ConfigError as err:
+        logging.warning("approval verify keys not read at start-up: %s", err)
+
+
 async def run(settings: Settings) -> None:
-    load_config()  # fail at start-up, with the config's own message, not at the first alert
+    # Fail at start-up, with the config's own message, not at the first alert.
+    _remember_verify_keys(load_config())
     client = await connect(settings, metrics_runtime(settings))
     drain = timedelta(seconds=settings.worker_drain_seconds)
     worker = build_worker(client, settings.task_queue, drain, settings.worker_max_cached_workflows)

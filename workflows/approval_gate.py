@@ -6,7 +6,9 @@ Decisions arrive as `approve`/`reject` Updates carrying a token the approval ser
 (`activities/decision_tokens.py`) and bound to the workflow id, run id, gate instance, plan id
 and kind, with an expiry and an id accepted once. The gate verifies them itself with the
 configured public keys: in the Update validator, so a forged, replayed or misbound decision
-never enters history (the worker logs and counts it), and again in the handler. Authentic
+never enters history (the worker logs and counts it), and again in the handler. A decision
+signed with a key added since the run read its keys (a rotation) has them read again
+(`workflows/key_reloads.py`). Authentic
 decisions are then checked against policy (group, four-eyes, a quorum of distinct approvers;
 two when the requester is not authenticated) and every refusal is in the audit trail.
 
@@ -18,14 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities import known_keys
     from activities.approval_auth import DecisionKind, DecisionRequest
-    from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
+    from activities.decision_tokens import (
+        DecisionClaims,
+        TokenRefusedError,
+        UnknownKeyError,
+        key_id,
+        public_key,
+        verify,
+    )
     from activities.targets import AutoApproveLimits, GateSettings
     from workflows.audit import AuditTrail
     from workflows.legacy_decisions import legacy_decide
@@ -40,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.sender_loop import SENDER_LOOP_PATCH
 
 from workflows import run_metrics
+from workflows.key_reloads import KEY_RELOAD_PATCH, KeyReloads
 
 Notifier = Callable[..., Awaitable[object]]
 # A runbook's fresh look while its gate waits: why the open plan no longer fits (a lighter
@@ -104,6 +116,8 @@ class ApprovalGate:
         self.resolved_by: str | None = None
         # Set by the safety envelope (cooldown, budget): no plan passes unattended.
         self.auto_approval_blocked: str | None = None
+        # Reads of the verify keys again, for a decision signed with a key added since.
+        self.key_reloads = KeyReloads()
 
     # -- the runbook's side ------------------------------------------------------------
 
@@ -111,6 +125,8 @@ class ApprovalGate:
         """The target's gate policy and keys (from describe_target); decides, once, whether
         the requester is authenticated."""
         self.settings = settings
+        if settings.verify_keys:
+            self.key_reloads.read()
         if self.requester_verified is None and settings.verify_keys:
             self.requester_verified = self._verify_requester()
 
@@ -376,6 +392,14 @@ class ApprovalGate:
             return
         try:
             self.authentic(kind, request)
+        except UnknownKeyError as err:
+            # A key this worker lists but the run does not (added since the run read its
+            # keys): the handler reads them again. Any other key is refused here.
+            if not known_keys.known(err.kid):
+                self._refuse_unrecorded(kind, request, str(err), None)
+            if not self.key_reloads.unknown_allowed():
+                reason = f"{err}; this run read its keys again less than a minute ago"
+                self._refuse_unrecorded(kind, request, reason, None)
         except TokenRefusedError as err:
             self._refuse_unrecorded(kind, request, str(err), getattr(err, "claims", None))
 
@@ -423,10 +447,7 @@ class ApprovalGate:
             return await legacy_decide(self, kind, request)
         if not self.settings.verify_keys:
             self.configure(await load_settings())
-        try:
-            claims = self.authentic(kind, request)
-        except TokenRefusedError as err:
-            self._refuse_recorded(request.approver or "unknown", str(err))
+        claims = await self._claims(kind, request, load_settings)
         self.used_tokens.add(claims.jti)
         earlier = self.closed.get(claims.gate)
         if earlier is not None:
@@ -519,6 +540,53 @@ class ApprovalGate:
             type="GateAlreadyDecided",
         )
 
+    async def _claims(
+        self, kind: DecisionKind, request: DecisionRequest, load_settings: KeyLoader
+    ) -> DecisionClaims:
+        """The decision's claims (see `authentic`), verified with the keys as the worker's
+        config lists them now: read again first unless read within a minute
+        (workflows/key_reloads.py)."""
+        claimed = request.approver or "unknown"
+        unknown = ""
+        try:
+            claims = self.authentic(kind, request)
+            if not workflow.patched(KEY_RELOAD_PATCH) or not self.key_reloads.due():
+                return claims
+        except UnknownKeyError as err:
+            if not workflow.patched(KEY_RELOAD_PATCH):
+                self._refuse_recorded(claimed, str(err))
+            unknown = err.kid
+        except TokenRefusedError as err:
+            self._refuse_recorded(claimed, str(err))
+        fresh = await self.key_reloads.reload(load_settings, unknown=bool(unknown))
+        if fresh is not None:
+            self._keys_read_again(fresh.verify_keys, unknown)
+        try:
+            return self.authentic(kind, request)
+        except TokenRefusedError as err:
+            self._refuse_recorded(claimed, str(err))
+
+    def _keys_read_again(self, keys: list[str], unknown: str) -> None:
+        """The gate's policy stays as the run began; only the keys that verify change. The
+        audit says so when they changed, or when a decision named a key the run lacked."""
+        before = self.settings.verify_keys
+        self.settings = self.settings.model_copy(update={"verify_keys": keys})
+        if unknown:
+            known = {key_id(public_key(text)) for text in keys}
+            self.audit.record(
+                "verify_keys_read",
+                f"a decision named signing key {unknown!r}, unknown to this run: the verify "
+                f"keys were read again ({len(keys)} listed; that key "
+                + ("is one of them)" if unknown in known else "is not)"),
+            )
+        elif set(keys) != set(before):
+            added, removed = len(set(keys) - set(before)), len(set(before) - set(keys))
+            self.audit.record(
+                "verify_keys_read",
+                f"the verify keys changed since this run read them: {added} added, "
+                f"{removed} removed ({len(keys)} listed)",
+            )
+
     def _check_policy(self, claims: DecisionClaims) -> None:
         group = self.settings.required_group
         if group not in claims.groups:
@@ -558,7 +626,7 @@ class ApprovalGate:
 
     # -- refusals ----------------------------------------------------------------------
 
-    def _refuse_recorded(self, claimed: str, reason: str) -> None:
+    def _refuse_recorded(self, claimed: str, reason: str) -> NoReturn:
         self.audit.record(
             "decision_refused", f"decision from {claimed!r} refused: {reason}", actor=claimed
         )

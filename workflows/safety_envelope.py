@@ -14,14 +14,20 @@ Durable in Temporal; it continues as new when its history grows.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.decision_tokens import DecisionClaims, TokenRefusedError, verify
+    from activities import known_keys
+    from activities.decision_tokens import (
+        DecisionClaims,
+        TokenRefusedError,
+        UnknownKeyError,
+        verify,
+    )
     from activities.safety import (
         CheckInResult,
         LeaseCheckIn,
@@ -36,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SwitchRecord,
     )
     from workflows.approval_gate import KEYS_RETRY, REFUSALS_METRIC
+    from workflows.key_reloads import KEY_RELOAD_PATCH, KeyReloads
     from workflows.policies import HEARTBEAT_TIMEOUT
 
 HOUR = timedelta(hours=1)
@@ -86,6 +93,8 @@ class SafetyEnvelopeWorkflow:
         # Pauses received and still being verified (loading the keys is an activity): no
         # lease is granted meanwhile, so a pause sent before an acquire wins.
         self.pausing = 0
+        # Reads of the keys again, for a switch signed with a key added since (a rotation).
+        self.key_reloads = KeyReloads()
 
     @workflow.run
     async def run(self, state: EnvelopeState | None = None) -> None:
@@ -216,31 +225,32 @@ class SafetyEnvelopeWorkflow:
                 raise TokenRefusedError("unsigned (no token from the approval service)")
             if self.policy is not None:
                 self._authorized(kind, request)
+        except UnknownKeyError as err:
+            # A key this worker lists, added since the envelope read its keys: the handler
+            # reads them again. Any other key is refused here.
+            if not known_keys.known(err.kid):
+                self._refuse_unrecorded(kind, str(err))
+            if not self.key_reloads.unknown_allowed():
+                self._refuse_unrecorded(kind, f"{err}; keys were read again under a minute ago")
         except TokenRefusedError as err:
-            workflow.logger.warning("refused %s of the kill switch: %s", kind, err)
-            workflow.metric_meter().create_counter(
-                REFUSALS_METRIC, "decisions refused before they reached a run's history"
-            ).add(1, {"kind": kind})
-            raise ApplicationError(
-                f"{kind} refused: {err}", type="DecisionRefused", non_retryable=True
-            ) from None
+            self._refuse_unrecorded(kind, str(err))
+
+    def _refuse_unrecorded(self, kind: SwitchKind, reason: str) -> NoReturn:
+        workflow.logger.warning("refused %s of the kill switch: %s", kind, reason)
+        workflow.metric_meter().create_counter(
+            REFUSALS_METRIC, "decisions refused before they reached a run's history"
+        ).add(1, {"kind": kind})
+        raise ApplicationError(
+            f"{kind} refused: {reason}", type="DecisionRefused", non_retryable=True
+        )
 
     async def _switch(self, kind: SwitchKind, request: PauseRequest) -> SafetyStatus:
         if not workflow.patched(SIGNED_SWITCH_PATCH):
             return self._legacy_switch(kind, request)
         if self.policy is None:
-            self.pausing += kind == "pause"
-            try:
-                self.policy = await workflow.execute_activity_method(
-                    SafetyActivities.safety_policy,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=KEYS_RETRY,
-                )
-            finally:
-                self.pausing -= kind == "pause"
+            self.policy = await self._load_policy(kind)
         try:
-            claims = self._authorized(kind, request)
+            claims = await self._claims(kind, request)
         except TokenRefusedError as err:
             self._record("refused", request.by or "unknown", f"{kind}: {err}")
             raise ApplicationError(f"{kind} refused: {err}", type="DecisionRefused") from None
@@ -252,6 +262,42 @@ class SafetyEnvelopeWorkflow:
             self.state.paused, self.state.paused_by, self.state.pause_reason = False, "", ""
         self._record("paused" if kind == "pause" else "resumed", claims.sub, claims.reason)
         return self._status(None)
+
+    async def _load_policy(self, kind: SwitchKind) -> SafetyPolicy:
+        self.pausing += kind == "pause"
+        try:
+            policy = await workflow.execute_activity_method(
+                SafetyActivities.safety_policy,
+                start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=KEYS_RETRY,
+            )
+        finally:
+            self.pausing -= kind == "pause"
+        self.key_reloads.read()
+        return policy
+
+    async def _claims(self, kind: SwitchKind, request: PauseRequest) -> DecisionClaims:
+        """`_authorized` with the keys and resume group as the worker's config lists them now:
+        read again first unless read within a minute (workflows/key_reloads.py)."""
+        unknown = ""
+        try:
+            claims = self._authorized(kind, request)
+            if not workflow.patched(KEY_RELOAD_PATCH) or not self.key_reloads.due():
+                return claims
+        except UnknownKeyError as err:
+            if not workflow.patched(KEY_RELOAD_PATCH):
+                raise
+            unknown = err.kid
+        fresh = await self.key_reloads.reload(
+            lambda: self._load_policy(kind), unknown=bool(unknown)
+        )
+        if fresh is not None:
+            if unknown or fresh != self.policy:
+                why = f"a {kind} named signing key {unknown!r}" if unknown else "due"
+                self._record("keys_read", "engine", f"keys and resume group read again ({why})")
+            self.policy = fresh
+        return self._authorized(kind, request)
 
     def _authorized(self, kind: SwitchKind, request: PauseRequest) -> DecisionClaims:
         assert self.policy is not None
