@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.config import load_config
 from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests.support import (
@@ -44,6 +46,7 @@ from tests.support import (
     start_signed,
     write_config,
 )
+from workers.browser_sessions import issue_session
 from workers.payload_codec import PayloadDecryptionError
 from workers.settings import Settings, payload_codec
 from workers.temporal_config import TemporalTarget
@@ -84,6 +87,7 @@ class Stack:
     address: str
     service: str
     ui: str
+    config: Path
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def stack(
         "REMEDIATE_CODEC_ENCRYPT_WITH": "test-k2",
     }
     with server_process([sys.executable, "-m", "workers.service"], service_port, env):
-        yield Stack(server, address, f"http://127.0.0.1:{service_port}", ui)
+        yield Stack(server, address, f"http://127.0.0.1:{service_port}", ui, config)
 
 
 async def client_for(stack: Stack, *key_ids: str, encrypt_with: str | None = None) -> Client:
@@ -380,6 +384,29 @@ async def test_the_codec_endpoint_decodes_only_for_permitted_identities(
             answer = await browser.post("/codec/decode", json=body)
             assert answer.status_code == status, answer.text
     assert "sign in" in answer.json()["error"]  # the altered cookie's refusal
+
+
+async def test_the_codec_endpoint_counts_the_groups_a_provider_vouched_for(
+    stack: Stack, runs: Runs
+) -> None:
+    """alice is not in engineering-leads in the config; signed in through the identity
+    provider, which says she is, her session may decode (as her page decisions may approve);
+    her session from a token sign-in may not."""
+    sealed = json.loads(stored(stack, runs.sealed.workflow_id))
+    body = {"payloads": [p for _, p in payloads(sealed)][:1]}
+    config = load_config(stack.config)
+    now = datetime.now(UTC)
+    vouched = issue_session(
+        config, "alice", now, signed_in_with="oidc", idp_groups=("engineering-leads",)
+    )
+    own = issue_session(config, "alice", now, signed_in_with="oidc", idp_groups=("sre",))
+    for session, status in ((vouched, 200), (own, 403)):
+        async with httpx.AsyncClient(
+            base_url=stack.service, cookies={"remediate_session": session}
+        ) as browser:
+            answer = await browser.post("/codec/decode", json=body)
+            assert answer.status_code == status, answer.text
+    assert "alice may not read decoded payloads" in answer.json()["error"]
 
 
 async def test_cors_lets_only_the_configured_ui_origin_read_with_credentials(

@@ -26,7 +26,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from activities.config import load_config
 from workers.error_handlers import validation_message
-from workers.http_common import caller_or_session_identity, read_body, refuse, temporal_client
+from workers.http_common import caller_or_session, read_body, refuse, temporal_client
 from workers.payload_codec import EncryptionCodec, PayloadDecryptionError
 
 router = APIRouter()
@@ -97,9 +97,8 @@ async def transcode(
 
 
 def _permitted_caller(request: Request, authorization: str) -> str:
-    who = caller_or_session_identity(request, authorization)
+    who, groups = caller_or_session(request, authorization)
     allowed = load_config().codec_server.decode_groups
-    groups = load_config().identities[who].groups
     if not set(groups) & set(allowed):
         raise refuse(
             SOURCE,

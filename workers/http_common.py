@@ -17,7 +17,7 @@ from activities.approval_auth import AuthenticationFailedError, identify
 from activities.config import ConfigError, SecretRef, load_config
 from activities.secrets.references import resolve_secret
 from workers.body_limit import MAX_BODY_BYTES, BodyTooLarge
-from workers.browser_sessions import COOKIE, SessionRefusedError, session_identity
+from workers.browser_sessions import COOKIE, SessionRefusedError, read_session
 from workers.error_handlers import RETRY_AFTER_SECONDS
 from workers.metrics import REJECTED
 from workers.webhook_auth import any_signature_matches, timestamp_fresh
@@ -104,8 +104,16 @@ def caller_identity(authorization: str) -> str:
 def caller_or_session_identity(request: Request, authorization: str) -> str:
     """The caller's identity from a bearer token, else from a browser session cookie
     (`workers.browser_sessions`); 401 with neither, never anonymous."""
+    return caller_or_session(request, authorization)[0]
+
+
+def caller_or_session(request: Request, authorization: str) -> tuple[str, tuple[str, ...]]:
+    """`caller_or_session_identity` with the caller's groups: a token's identity has its
+    configured groups; a session's, those and the groups its identity provider vouched for
+    at sign-in."""
     if authorization:
-        return caller_identity(authorization)
+        who = caller_identity(authorization)
+        return who, tuple(load_config().identities[who].groups)
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         raise HTTPException(
@@ -114,7 +122,8 @@ def caller_or_session_identity(request: Request, authorization: str) -> str:
             "(POST /session) and let the browser include it",
         )
     try:
-        return session_identity(load_config(), cookie)
+        session = read_session(load_config(), cookie)
+        return session.identity, session.groups
     except SessionRefusedError as err:
         raise HTTPException(status_code=401, detail=str(err)) from None
     except ConfigError as err:  # the signing key that verifies sessions cannot be read
