@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -472,3 +473,18 @@ async def test_wait_through_the_approval_service(gated: Gated, sessions: Session
     assert await decisions_of(gated.client) == [("approved", "bob"), ("rejected", "bob")]
     code, out, err = await cli("pending", "--wait", "--timeout", "1", "--json")
     assert (code, json.loads(out)) == (1, [])
+
+
+def test_the_cli_starts_without_the_engine_or_the_sdk_client() -> None:
+    """Every command imports the CLI; most only call the service. What talks to Temporal, the
+    workflows, the service's web stack and the cloud SDKs stay unimported until a command
+    needs them (together they made each command take a second to start)."""
+    heavy = [
+        "workflows.runbook", "workers.approvals", "activities.safety", "temporalio.client",
+        "fastapi", "boto3", "psycopg", "cryptography",
+    ]  # fmt: skip
+    probe = f"import sys, workers.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"imported by `import workers.cli`: {loaded}"

@@ -3,17 +3,17 @@ other approver, so the CLI needs only the caller's token and can sign nothing it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from pydantic import TypeAdapter
 
-from activities.approval_auth import DecisionKind
-from activities.safety import SafetyStatus
-from workers.approval_routes import NEXT_PAGE_HEADER
-from workers.approvals import DecisionError, RunEndedError
-from workers.run_routes import StartResult
+from activities.safety_models import SafetyStatus
+from workers.api_shapes import NEXT_PAGE_HEADER, DecisionError, RunEndedError, StartResult
 from workflows.models import ApprovalDecision, GateView
+
+if TYPE_CHECKING:
+    from activities.decision_tokens import DecisionKind
 
 _GATES = TypeAdapter(list[GateView])
 # Gates per GET /approvals: Temporal's largest visibility page, so one call lists 1,000.

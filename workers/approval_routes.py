@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from activities.approval_auth import AuthenticationFailedError
 from activities.config import load_config
+from workers.api_shapes import NEXT_PAGE_HEADER as NEXT_PAGE_HEADER
 from workers.approvals import DecisionError, decide, end_hold, open_gate
 from workers.gate_listing import MAX_PAGE_SIZE, PageTokenError, gates_page, pending_gates
 from workers.http_common import (
@@ -32,7 +33,6 @@ _GATES = TypeAdapter(list[GateView])
 logger = logging.getLogger(__name__)
 # The response header carrying the token of the next page (absent on the last page). The body
 # stays the list of gates it always was, so a client that does not page reads it unchanged.
-NEXT_PAGE_HEADER = "Next-Page-Token"
 
 
 class DecisionBody(BaseModel):

@@ -17,34 +17,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import decision_tokens
 from activities.approval_auth import DecisionKind, DecisionRequest, identify
 from activities.config import EngineConfig
+from workers.api_shapes import DecisionError as DecisionError
+from workers.api_shapes import RunEndedError as RunEndedError
 from workers.signing import gate_decision
 from workflows.models import ApprovalDecision, GateView
 from workflows.names import READ_ONLY, RUNBOOK_WORKFLOW_TYPES
 from workflows.read_only import EndHold, ReadOnlyWorkflow
 from workflows.runbook import RunbookWorkflow
-
-
-class DecisionError(Exception):
-    """A decision that could not be applied; `status` is the HTTP status that fits."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RunEndedError(DecisionError):
-    """The run has finished: no gate will open on it again."""
-
-    def __init__(self, workflow_id: str, status: WorkflowExecutionStatus | None) -> None:
-        how = status.name.lower() if status else "ended"
-        super().__init__(f"{workflow_id} has ended ({how}), no gate will open on it", 409)
-
-    @classmethod
-    def from_message(cls, message: str) -> RunEndedError:
-        """The same error, as the approval service reported it over HTTP."""
-        err = cls.__new__(cls)
-        DecisionError.__init__(err, message, 409)
-        return err
 
 
 class NotARemediationError(DecisionError):

@@ -18,25 +18,16 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
-from activities.approval_auth import AuthenticationFailedError, DecisionKind
-from activities.config import ConfigError
-from activities.safety import SafetyQuery, SafetyStatus, safety_workflow_id
+from activities.safety_models import SafetyQuery, SafetyStatus, safety_workflow_id
 from workers import report_commands
 from workers.api_client import ApprovalApi
-from workers.approvals import (
-    DecisionError,
-    RunEndedError,
-)
-from workers.payload_codec import PayloadDecryptionError
+from workers.api_shapes import DecisionError, RunEndedError
 from workers.settings import Settings, connect, temporal_target
-from workers.temporal_config import TemporalConfigError
 from workflows.models import ApprovalDecision, GateView, RunReport
 from workflows.names import (
     RUNBOOK_WORKFLOW_TYPES,
@@ -44,7 +35,15 @@ from workflows.names import (
     SA_STATUS,
     SA_TARGET,
 )
-from workflows.runbook import RunbookWorkflow
+
+# The Temporal SDK and the engine's own modules are imported by the commands that talk to
+# Temporal directly (status, list, report, stats): most commands only call the service, and
+# importing them all made every command take a second to start.
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    from activities.decision_tokens import DecisionKind
 
 app = typer.Typer(
     help="Automated remediation with approval gates.",
@@ -85,6 +84,13 @@ class UserError(Exception):
 
 def _user_error(err: Exception) -> str | None:
     """The line telling the user what to fix, or None for a bug (shown with its traceback)."""
+    from temporalio.service import RPCError
+
+    from activities.approval_auth import AuthenticationFailedError
+    from activities.config import ConfigError
+    from workers.payload_codec import PayloadDecryptionError
+    from workers.temporal_config import TemporalConfigError
+
     if isinstance(
         err,
         DecisionError
@@ -107,6 +113,8 @@ def _setting_error(loc: tuple[int | str, ...], msg: str) -> str:
 
 
 def _rpc_error(err: RPCError) -> str:
+    from temporalio.service import RPCStatusCode
+
     if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         return "Temporal got no answer in time: is the remediation worker running?"
     if err.status == RPCStatusCode.UNAVAILABLE:
@@ -370,6 +378,11 @@ def status(workflow_id: str, as_json: JsonFlag = False) -> None:
     if workflow_id == safety_workflow_id(Settings().task_queue):
         _switch_status(workflow_id, as_json)
         return
+
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.runbook import RunbookWorkflow
 
     async def go(client: Client) -> RunReport:
         handle = client.get_workflow_handle(workflow_id, result_type=RunReport)

@@ -15,7 +15,6 @@ import sys
 from typing import IO, Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
-from temporalio import activity, workflow
 
 LogFormat = Literal["json", "text"]
 TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -60,6 +59,8 @@ class RunFieldsFormatter(JsonFormatter):
 def configure(fmt: LogFormat, level: int = logging.INFO, stream: IO[str] | None = None) -> None:
     """Set up the root logger (and uvicorn's) for this process, writing to `stream`
     (standard error by default)."""
+    from temporalio import activity, workflow  # here: the CLI imports this module's types
+
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(

@@ -11,25 +11,25 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from workers.run_reports import config_if_any, run_incident_record
 from workers.settings import Settings, connect
-from workers.stats_markdown import render_stats_markdown
-from workers.team_stats import (
+from workers.stats_period import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LIMIT,
     DEFAULT_SINCE,
     SinceError,
-    TeamStats,
     parse_since,
-    team_stats,
 )
-from workflows.incident_markdown import render_json, render_markdown
-from workflows.incident_models import IncidentRecord
 from workflows.names import RUNBOOK_WORKFLOW_TYPES
+
+# What reads and renders runs is imported by the command that needs it: every `remediate`
+# command imports this module, most only to list it in --help.
+if TYPE_CHECKING:
+    from workers.team_stats import TeamStats
+    from workflows.incident_models import IncidentRecord
 
 
 class Format(StrEnum):
@@ -43,6 +43,9 @@ FormatOption = Annotated[Format, typer.Option("--format", help="md (Markdown) or
 def report(workflow_id: str, format_: FormatOption = Format.md) -> None:
     """The incident record of WORKFLOW_ID: summary, severity, timeline, impact, root cause,
     resolution, every decision and refusal, follow-ups (so far, while the run goes on)."""
+
+    from workers.run_reports import config_if_any, run_incident_record
+    from workflows.incident_markdown import render_json, render_markdown
 
     async def go() -> IncidentRecord:
         client = await connect(Settings())
@@ -76,6 +79,9 @@ def stats(
         raise typer.BadParameter(
             f"unknown runbook {runbook!r}; known: {known}", param_hint="--runbook"
         )
+
+    from workers.stats_markdown import render_stats_markdown
+    from workers.team_stats import team_stats
 
     async def go() -> TeamStats:
         client = await connect(Settings())

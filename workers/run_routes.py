@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from activities.config import ConfigError, load_config
+from workers.api_shapes import StartResult as StartResult
 from workers.http_common import (
     TEMPORAL_DOWN,
     ErrorBody,
@@ -34,14 +35,6 @@ class StartBody(BaseModel):
     parameters: dict[str, str] = Field(default_factory=dict, max_length=50)
     dry_run: bool = False
     reason: str = Field(default="", max_length=2000)
-
-
-class StartResult(BaseModel):
-    workflow_id: str
-    run_id: str
-    # False: a run of this runbook on this target was already going; this is it.
-    started: bool
-    requested_by: str
 
 
 @router.post(

@@ -4,23 +4,25 @@ Where Temporal is and how to reach it: Temporal's own configuration (workers/tem
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from activities.refs import SecretRef
-from workers.coalescer import CoalescePolicy
-from workers.codec_keys import codec_for
 from workers.exits import fail
 from workers.logs import LogFormat
-from workers.payload_codec import EncryptionCodec
-from workers.temporal_config import TemporalTarget, load_target
-from workers.temporal_connect import connect_to
-from workflows import run_metrics
 from workflows.names import TASK_QUEUE
+
+# The Temporal SDK, the codec and the connection helpers are imported where they are used:
+# the CLI reads its settings on every command, most of which only call the service.
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.runtime import Runtime
+
+    from workers.coalescer import CoalescePolicy
+    from workers.payload_codec import EncryptionCodec
+    from workers.temporal_config import TemporalTarget
 
 DEFAULT_MAX_CACHED_WORKFLOWS = 200
 
@@ -93,6 +95,8 @@ def load_settings() -> Settings:
 
 
 def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
+    from workers.coalescer import CoalescePolicy
+
     if settings.coalesce_window_seconds <= 0:
         return None
     return CoalescePolicy(
@@ -102,12 +106,16 @@ def coalesce_policy(settings: Settings) -> CoalescePolicy | None:
 
 
 def temporal_target(settings: Settings) -> TemporalTarget:
+    from workers.temporal_config import load_target
+
     return load_target(settings.temporal_address, settings.namespace)
 
 
 def payload_codec(settings: Settings) -> EncryptionCodec:
     """The codec with its keys resolved; a missing or malformed key raises `CodecKeyError`
     (a `TemporalConfigError`) saying which one and what to fix."""
+    from workers.codec_keys import codec_for
+
     return codec_for(settings.codec_keys, settings.codec_encrypt_with)
 
 
@@ -115,12 +123,18 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
     """A client of the Temporal that Temporal's configuration names, with the payload codec
     the settings configure; a failure raises `TemporalConfigError` whose message is one line
     saying what to fix."""
+    from workers.temporal_connect import connect_to
+
     settings = settings or Settings()
     return await connect_to(temporal_target(settings), runtime, payload_codec(settings))
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:
     """A runtime exporting the SDK's metrics for Prometheus, when an address is configured."""
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    from workflows import run_metrics
+
     if not settings.worker_metrics_address:
         return None
     prometheus = PrometheusConfig(

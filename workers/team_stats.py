@@ -23,29 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from workers.http_common import TEMPORAL_DOWN
 from workers.payload_codec import PayloadDecryptionError
+from workers.stats_period import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
+from workers.stats_period import DEFAULT_LIMIT as DEFAULT_LIMIT
+from workers.stats_period import DEFAULT_SINCE as DEFAULT_SINCE
+from workers.stats_period import SinceError as SinceError
+from workers.stats_period import parse_since as parse_since
 from workflows.models import DecisionOutcome, RunReport, RunStatus
 from workflows.names import RUNBOOK_WORKFLOW_TYPES, SA_RUNBOOK, SA_STATUS
-
-DEFAULT_SINCE = "7d"
-DEFAULT_LIMIT = 5000
-DEFAULT_CONCURRENCY = 8
-_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class SinceError(ValueError):
-    """A period the caller wrote that is neither a duration nor a time."""
 
 
 class Distribution(BaseModel):
@@ -93,21 +87,6 @@ class RunFacts:
     refusals: int = 0
     remediate_seconds: float | None = None
     unreadable: bool = False
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """`7d`, `24h`, `30m`, `2w` before `now`, or an ISO 8601 date or time (UTC if no offset)."""
-    match = _DURATION.match(text)
-    if match:
-        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise SinceError(
-            f"since={text!r} is neither a duration (7d, 24h, 30m, 2w) nor an ISO 8601 time "
-            "(2026-01-31 or 2026-01-31T12:00:00Z)"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def visibility_query(since: datetime, runbook: str | None) -> str:
