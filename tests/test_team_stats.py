@@ -205,7 +205,9 @@ async def test_numbers_per_runbook_over_runs_with_known_outcomes(
     assert pool.time_to_remediate.count == 3
     assert pool.time_to_remediate.median_seconds == round(statistics.median(seconds), 3)
     assert pool.time_to_remediate.p90_seconds == round(max(seconds), 3)
-    assert seconds[1] > seconds[0] + 1.5  # the slower approval shows in its time to remediate
+    # The wait for a person is part of the time to remediate. (Not "the slower approval's run
+    # took 1.5 s longer": under load the quick run's verification took that much more.)
+    assert seconds[0] >= quick_wait and seconds[1] >= slow_wait
 
     # The CLI reads the same numbers.
     env = {
