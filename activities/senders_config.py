@@ -63,13 +63,14 @@ class PagerDutyConfig(StrictModel):
 class SilencesConfig(StrictModel):
     """`[silences]`: while a run started by an Alertmanager alert acts on its target, a
     silence matching that alert's labels keeps the alert from paging again; the run expires
-    it when it ends, whatever the outcome. `ends_after` bounds a silence whose run never
-    ended (terminated, or failed outside its own handling)."""
+    it when it ends, whatever the outcome. The silence lasts `ends_after` and the run extends
+    it every third of that while it holds it: a run that never ended its own way (terminated,
+    or failed outside its own handling) stops silencing its alert within `ends_after`."""
 
     alertmanager_url: str
     # Alertmanager itself has no auth; a proxy in front of it may want a bearer token.
     token: SecretRef | None = None
-    ends_after: timedelta = Field(default=timedelta(hours=6), gt=timedelta(0))
+    ends_after: timedelta = Field(default=timedelta(minutes=30), ge=timedelta(seconds=3))
     timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("alertmanager_url")

@@ -10,15 +10,24 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.alertmanager.models import CreateSilenceInput, ExpireSilenceInput
-from activities.alertmanager.silences import AlertmanagerError, create_silence, expire_silence
+from activities.alertmanager.models import (
+    CreateSilenceInput,
+    ExpireSilenceInput,
+    ExtendSilenceInput,
+)
+from activities.alertmanager.silences import (
+    AlertmanagerError,
+    create_silence,
+    expire_silence,
+    extend_silence,
+)
 from activities.config import ConfigError, parse_config
 from activities.notify.models import SlackMessageRef
 from activities.notify.slack_api import SlackApiError, post_message, update_message
@@ -178,6 +187,31 @@ async def test_creating_and_expiring_a_silence_twice_acts_once(
     with pytest.raises(AlertmanagerError) as empty:
         await create_silence(silence_input({}))
     assert empty.value.non_retryable and "no labels" in str(empty.value)
+
+
+async def test_extending_a_silence_keeps_it_and_moves_its_end_but_not_once_it_is_over(
+    senders: Senders, tmp_path: Path
+) -> None:
+    config = f'[silences]\nalertmanager_url = "{senders.alertmanager}"\nends_after = 60\n'
+    write_config(tmp_path, config)
+    params = silence_input({"alertname": "PostgresConnectionsSaturated", "instance": "db-2"})
+    made = await create_silence(params)
+    assert made.silence_id is not None and made.ends_after_seconds == 60
+    url = f"{senders.alertmanager}/api/v2/silence/{made.silence_id}"
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(url)).json()
+        write_config(tmp_path, config.replace("ends_after = 60", "ends_after = 600"))
+        extended = await extend_silence(ExtendSilenceInput(silence_id=made.silence_id))
+        after = (await http.get(url)).json()
+    assert extended.silence_id == made.silence_id, "updated in place, the same silence"
+    assert after["status"]["state"] == "active"
+    ends = [datetime.fromisoformat(x["endsAt"].replace("Z", "+00:00")) for x in (before, after)]
+    assert ends[1] - ends[0] > timedelta(seconds=500)
+    assert (after["matchers"], after["comment"]) == (before["matchers"], before["comment"])
+
+    await expire_silence(ExpireSilenceInput(silence_id=made.silence_id))  # a person's expiry
+    over = await extend_silence(ExtendSilenceInput(silence_id=made.silence_id))
+    assert over.configured and over.silence_id is None
 
 
 def test_config_refuses_two_slack_channels_and_a_bad_from_email() -> None:

@@ -16,6 +16,7 @@ tests/fake_system.py: what is under test is what the run tells its senders.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.alertmanager.silences import create_silence, expire_silence
+from activities.alertmanager.silences import create_silence, expire_silence, extend_silence
 from activities.notify.send import notify
 from activities.pagerduty.incidents import resolve_incident
 from tests.fake_system import CONFIG, FakeSystem
@@ -143,7 +144,7 @@ async def world(
             workflows=[PoolRestartWorkflow, SafetyEnvelopeWorkflow],
             activities=[
                 *system.activities(dev_env.client, fake_notify=False),  # type: ignore[list-item]
-                *(notify, create_silence, expire_silence, resolve_incident),
+                *(notify, create_silence, expire_silence, extend_silence, resolve_incident),
             ],
         ):
             yield World(dev_env, system, queue, senders, http)
@@ -319,3 +320,40 @@ async def test_the_slack_gate_message_is_updated_and_progress_is_threaded(
     assert "verification passed" in said
     assert f"<{PAGES}/ui/runs/{handle.id}|" in said  # each reply links to the run's page
     assert len(ours) == 1 + len(replies), "everything after the gate is in its thread"
+
+
+async def test_the_silence_is_extended_while_the_run_lives_and_lapses_once_it_is_terminated(
+    world: World, tmp_path: Path
+) -> None:
+    """A run terminated from outside cannot expire its silence. It lasts `ends_after` (here
+    3 s) and the live run extends it every third of that: held well past 3 s while the run
+    waits in verification, it lapses within 3 s of the run's termination."""
+    toml = senders_toml(world.senders).replace("[silences]\n", "[silences]\nends_after = 3\n")
+    write_config(tmp_path, CONFIG.format(auto="") + toml)
+    alert = alertmanager_alert()
+    handle = await world.start(alert)
+    await world.approve(handle)  # verification then waits: the run lives on
+
+    async def active() -> list[dict[str, Any]] | None:
+        return [s for s in await world.silences(handle.id) if s["status"]["state"] == "active"]
+
+    (first,) = await eventually(active, 20)
+    await asyncio.sleep(4.5)  # past the end it was made with
+    still = await active()
+    assert still, "the silence lapsed while its run lived"
+    (held,) = still
+    assert held["id"] == first["id"]
+    assert _at(held["endsAt"]) > _at(first["endsAt"])
+    assert await silenced_by(world, alert.labels) == [held["id"]]
+
+    await handle.terminate("an operator stopped it")
+
+    async def lapsed() -> bool:
+        (silence,) = await world.silences(handle.id)
+        return bool(silence["status"]["state"] == "expired")
+
+    await eventually(lapsed, 10)
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

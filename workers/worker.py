@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.alertmanager.silences import create_silence, expire_silence
+from activities.alertmanager.silences import create_silence, expire_silence, extend_silence
 from activities.approval_auth import authenticate_decision, verify_keys
 from activities.checks import verify_until_stable
 from activities.config import ConfigError, EngineConfig, load_config
@@ -109,6 +109,7 @@ ACTIVITIES: Sequence[Callable[..., Any]] = (
     check_writes,
     create_silence,
     expire_silence,
+    extend_silence,
     resolve_incident,
     describe_target,
     find_deployments,

@@ -6,7 +6,9 @@
   verification on it (activities/notify/send.py), and resolves it once the remediation is
   verified.
 - Alertmanager: while the run acts on its alert's target, a silence of that alert holds;
-  the run expires it when it ends, whatever the outcome.
+  the run expires it when it ends, whatever the outcome, and extends it while it lives (it
+  lasts `[silences] ends_after`), so that a run terminated from outside stops silencing its
+  alert within that time (SILENCE_EXTEND_PATCH).
 
 All of it is best effort: a sender that is down is a line in the audit trail, never a reason
 to stop a remediation. Runs recorded before this (no SENDER_LOOP_PATCH marker) replay without
@@ -15,12 +17,19 @@ the new activities; the patch is decided once, when the run starts.
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.alertmanager.models import CreateSilenceInput, ExpireSilenceInput
-    from activities.alertmanager.silences import create_silence, expire_silence
+    from activities.alertmanager.models import (
+        CreateSilenceInput,
+        ExpireSilenceInput,
+        ExtendSilenceInput,
+    )
+    from activities.alertmanager.silences import create_silence, expire_silence, extend_silence
     from activities.notify.models import Notification, NotifyResult, SlackMessageRef
     from activities.pagerduty.incidents import resolve_incident
     from activities.pagerduty.models import ResolveIncidentInput
@@ -29,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import HEARTBEAT_TIMEOUT, NOTIFY_RETRY, NOTIFY_TIMEOUT
 
 SENDER_LOOP_PATCH = "sender-loop-v1"
+# Runs from before silences were extended made them last `ends_after` (6 h then) at once.
+SILENCE_EXTEND_PATCH = "silence-extended-v1"
+MIN_EXTEND_EVERY = timedelta(seconds=1)
 
 
 class SenderLoop:
@@ -41,6 +53,8 @@ class SenderLoop:
         self.slack_thread: SlackMessageRef | None = None
         self.slack_gate_message: SlackMessageRef | None = None
         self.silence_id: str | None = None
+        # Extends the silence every third of its length while the run holds it.
+        self.extender: asyncio.Task[None] | None = None
         # Audit steps already told as progress (see `actions_to_tell`).
         self.told = 0
 
@@ -125,9 +139,52 @@ class SenderLoop:
             f"({matched}) while the run acts",
             silence_id=result.silence_id,
         )
+        if result.ends_after_seconds > 0 and workflow.patched(SILENCE_EXTEND_PATCH):
+            every = timedelta(seconds=result.ends_after_seconds / 3)
+            self.extender = asyncio.create_task(self._extend(max(every, MIN_EXTEND_EVERY)))
+
+    async def _extend(self, every: timedelta) -> None:
+        """While the run holds its silence: every `every`, move its end further away."""
+        while self.silence_id is not None:
+            await workflow.sleep(every)
+            silence_id = self.silence_id
+            if silence_id is None:
+                return
+            try:
+                result = await workflow.execute_activity(
+                    extend_silence,
+                    ExtendSilenceInput(silence_id=silence_id),
+                    start_to_close_timeout=NOTIFY_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=NOTIFY_RETRY,
+                )
+            except ActivityError as err:
+                if is_cancelled_exception(err):
+                    return
+                self.audit.record(
+                    "silence_extend_failed",
+                    f"could not extend Alertmanager silence {silence_id} ({err.cause}); the "
+                    "run tries again, and it ends at its end time if it cannot",
+                )
+                continue
+            if not result.configured:
+                return
+            if result.silence_id is None:
+                self.silence_id = None
+                self.audit.record(
+                    "silence_over",
+                    f"Alertmanager silence {silence_id} is over (expired by a person, or it "
+                    "lapsed); the run does not silence the alert again",
+                )
+                return
+            self.silence_id = result.silence_id
 
     async def unsilence(self) -> None:
         """When the run ends, however it ends: expire its silence (if it made one)."""
+        extender, self.extender = self.extender, None
+        if extender is not None and not extender.done():
+            extender.cancel()
+            await asyncio.gather(extender, return_exceptions=True)
         silence_id = self.silence_id
         if silence_id is None:
             return

@@ -3,8 +3,10 @@
 While a run acts on its alert's target, that alert firing again pages nobody new: the run is
 the response. The silence matches the alert's labels exactly (one equality matcher each),
 says in its comment which run holds it (with the run's page, `activities/links.py`), and is
-created by "remediation-engine". The run expires it when it ends, whatever the outcome; its
-end time (`[silences] ends_after`) bounds it if the run never could.
+created by "remediation-engine". The run expires it when it ends, whatever the outcome. It
+lasts `[silences] ends_after` (30 min by default) and the run extends it every third of that
+while it lives, so a run that never could expire it (terminated from outside) stops silencing
+its alert within `ends_after`.
 
 Creating is idempotent: a run's silence is found again by its comment's run key and its
 matchers before another is made, so a retried activity (or a replayed step) makes one.
@@ -23,6 +25,8 @@ from activities.alertmanager.models import (
     CreateSilenceInput,
     ExpireSilenceInput,
     ExpireSilenceResult,
+    ExtendSilenceInput,
+    ExtendSilenceResult,
     SilenceResult,
 )
 from activities.config import load_config
@@ -126,8 +130,9 @@ async def create_silence(params: CreateSilenceInput) -> SilenceResult:
     api = AlertmanagerApi(config)
     wanted = matchers(params.labels)
     found = await api.find(run_key(params.workflow_id, params.run_id), wanted)
+    lasts = config.ends_after.total_seconds()
     if found is not None:
-        return SilenceResult(silence_id=found, already_existed=True)
+        return SilenceResult(silence_id=found, already_existed=True, ends_after_seconds=lasts)
     now = datetime.now(UTC)
     created = await api.request(
         "POST",
@@ -141,7 +146,36 @@ async def create_silence(params: CreateSilenceInput) -> SilenceResult:
             "comment": comment(params, run_page_url(engine, params.workflow_id)),
         },
     )
-    return SilenceResult(silence_id=str(created["silenceID"]))
+    return SilenceResult(silence_id=str(created["silenceID"]), ends_after_seconds=lasts)
+
+
+@activity.defn
+async def extend_silence(params: ExtendSilenceInput) -> ExtendSilenceResult:
+    """Move the run's silence's end to `ends_after` from now, if it still holds; one that is
+    over (expired by a person, or lapsed) is left over."""
+    config = load_config().silences
+    if config is None:
+        return ExtendSilenceResult(configured=False)
+    api = AlertmanagerApi(config)
+    path = f"/silence/{quote(params.silence_id, safe='')}"
+    silence = await api.request("GET", path, f"read silence {params.silence_id}")
+    if silence is None or silence.get("status", {}).get("state") == "expired":
+        return ExtendSilenceResult()
+    ends_at = datetime.now(UTC) + config.ends_after
+    updated = await api.request(
+        "POST",
+        "/silences",
+        f"extend silence {params.silence_id}",
+        {
+            "id": params.silence_id,
+            "matchers": silence["matchers"],
+            "startsAt": silence["startsAt"],
+            "endsAt": ends_at.isoformat(),
+            "createdBy": silence["createdBy"],
+            "comment": silence["comment"],
+        },
+    )
+    return ExtendSilenceResult(silence_id=str(updated["silenceID"]))
 
 
 @activity.defn
