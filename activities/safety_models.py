@@ -49,6 +49,12 @@ class SafetyStatus(BaseModel):
     # remediation to settle.
     last_action_at: datetime | None = None
 
+    def paused_text(self) -> str:
+        """ "paused by alice: db migration", as the envelope says it."""
+        by = f" by {self.paused_by}" if self.paused_by else ""
+        why = f": {self.pause_reason}" if self.pause_reason else ""
+        return f"paused{by}{why}"
+
     def auto_approval_blocked(self) -> str | None:
         if self.actions_last_hour >= self.hourly_budget:
             return f"hourly budget used ({self.actions_last_hour}/{self.hourly_budget})"

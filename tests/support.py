@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.converter import DataConverter
 
@@ -30,6 +34,7 @@ from infra.local_postgres import free_port
 from workers.codec_keys import codec_for
 from workers.payload_codec import data_converter
 from workflows.models import GateView, RunbookInput
+from workflows.names import SEARCH_ATTRIBUTES
 from workflows.pool_restart import PoolRestartWorkflow
 
 # The virtualenv's bin: uvicorn, temporal and the test server come from packages there.
@@ -341,3 +346,24 @@ def codec_converter(*key_ids: str, encrypt_with: str | None = None) -> DataConve
     """The data converter a process configured with these test keys uses (no keys: plain)."""
     keys = codec_keys(*key_ids)
     return data_converter(codec_for(keys, (encrypt_with or key_ids[0]) if keys else None))
+
+
+async def fresh_namespace(client: Client, prefix: str = "cli") -> str:
+    """A namespace of the test's own, with the engine's search attributes: listings in it
+    see only the test's runs."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=name,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+    return name

@@ -16,10 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -34,11 +30,11 @@ from tests.support import (
     OrdersDatabase,
     Sessions,
     eventually,
+    fresh_namespace,
     write_config,
 )
 from workers.worker import build_worker
 from workflows.models import RunReport, RunStatus
-from workflows.names import SEARCH_ATTRIBUTES
 
 CLI = str(Path(sys.executable).parent / "remediate")
 WORKFLOW_ID = "pool_restart-orders-db"
@@ -324,25 +320,6 @@ class Gated:
 
     cli: Cli
     client: Client
-
-
-async def fresh_namespace(client: Client) -> str:
-    name = f"cli-{uuid.uuid4().hex[:8]}"
-    await client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(
-            namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
-        )
-    )
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=name,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
-    return name
 
 
 @pytest.fixture

@@ -24,10 +24,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -37,7 +33,14 @@ from infra.local_postgres import free_port
 from infra.processes import server_process
 from tests import before_listing
 from tests.fake_system import CONFIG, FakeSystem
-from tests.support import TOKENS, eventually, mint, wait_for_gate, write_config
+from tests.support import (
+    TOKENS,
+    eventually,
+    fresh_namespace,
+    mint,
+    wait_for_gate,
+    write_config,
+)
 from workers import gate_listing, scraped_metrics
 from workers.worker import WORKFLOW_RUNNER
 from workflows.models import DecisionOutcome, GateView, RunbookInput, RunReport, RunStatus
@@ -46,7 +49,6 @@ from workflows.names import (
     SA_GATE_DEADLINE,
     SA_GATE_OPENED_AT,
     SA_REQUIRED_GROUP,
-    SEARCH_ATTRIBUTES,
 )
 from workflows.pool_restart import PoolRestartWorkflow
 from workflows.safety_envelope import SafetyEnvelopeWorkflow
@@ -101,29 +103,16 @@ class Listing:
         return {g.workflow_id: g for g in gates}
 
 
-async def fresh_namespace(client: Client) -> Client:
-    name = f"listing-{uuid.uuid4().hex[:8]}"
-    await client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(
-            namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
-        )
-    )
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=name,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
+async def namespaced(client: Client) -> Client:
+    """A client of a namespace of the test's own: the listing sees only its runs."""
+    name = await fresh_namespace(client, "listing")
     return Client(client.service_client, namespace=name, data_converter=pydantic_data_converter)
 
 
 @pytest.fixture
 async def listing(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Listing]:
     config = write_config(tmp_path, CONFIG.format(auto=REFRESH))
-    client = await fresh_namespace(dev_env.client)
+    client = await namespaced(dev_env.client)
     system = FakeSystem()
     system.planning_allowed.set()
     port = free_port()

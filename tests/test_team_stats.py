@@ -26,12 +26,12 @@ from tests.support import (
     DemoApp,
     OrdersDatabase,
     Sessions,
+    fresh_namespace,
     mint,
     start_signed,
     wait_for_gate,
     write_config,
 )
-from tests.test_cli import fresh_namespace
 from workers.team_stats import (
     SinceError,
     TeamStats,

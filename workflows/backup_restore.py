@@ -82,7 +82,6 @@ with workflow.unsafe.imports_passed_through():
         validate_database,
     )
     from activities.postgres.snapshots import plan_snapshot, snapshot_replaced, verify_snapshot
-    from activities.safety import SafetyActivities, SafetyQuery
     from activities.storage.models import BackupInfo
     from activities.targets import TargetDescription
     from workflows.models import (
@@ -411,35 +410,46 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         stored = await self._stored_snapshot(target, snapshot, names)
         if target.backup_restore.drop_previous_after_verify and stored is not None:
             await self.guard(f"dropping the replaced database {names.previous}")
-            await workflow.execute_activity(
-                drop_replaced,
-                DropInput(
-                    target=target.target,
-                    database=names.previous,
-                    run=run,
-                    snapshot=stored if self.overlap else None,
-                ),
-                start_to_close_timeout=STEP_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=ACT_RETRY,
-            )
-            self.audit.record(
-                "action", f"dropped the replaced database {names.previous} (snapshot kept)"
-            )
+            await self._drop_replaced(target, names, run, stored if self.overlap else None)
         await self.release_lease()
+        exited = await self._writes_back(target)
+        return await self._end(backup, snapshot, names, stored is not None, exited)
+
+    async def _writes_back(self, target: TargetDescription) -> bool:
         exited = await self._exit_read_only(target, "the restore is verified")
         if exited:
             self.mark("writes_back")
-        summary = self._summary(backup, snapshot, names, stored is not None)
-        if stored is None:
+        return exited
+
+    async def _drop_replaced(
+        self, target: TargetDescription, names: DatabaseNames, run: str, stored: Snapshot | None
+    ) -> None:
+        await workflow.execute_activity(
+            drop_replaced,
+            DropInput(target=target.target, database=names.previous, run=run, snapshot=stored),
+            start_to_close_timeout=STEP_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=ACT_RETRY,
+        )
+        self.audit.record(
+            "action", f"dropped the replaced database {names.previous} (snapshot kept)"
+        )
+
+    async def _end(
+        self,
+        backup: BackupInfo,
+        planned: PlannedSnapshot,
+        names: DatabaseNames,
+        stored: bool,
+        exited: bool,
+    ) -> RunReport:
+        summary = self._summary(backup, planned, names, stored)
+        if not stored:
             summary += (
                 f"; THE SAFETY SNAPSHOT WAS NOT STORED ({self.snapshot_failure}), so the "
                 f"replaced database {names.previous} was kept, not dropped: save it (pg_dump) "
                 "before dropping it"
             )
-        return await self._end(summary, stored is not None, exited)
-
-    async def _end(self, summary: str, stored: bool, exited: bool) -> RunReport:
         if not exited:
             summary += "; WRITES ARE STILL OFF: the read-only exit did not complete"
         if not stored or not exited:
@@ -460,48 +470,15 @@ class BackupRestoreWorkflow(RunbookWorkflow):
         read back from S3, and it is dropped only then, and only if the kill switch is off
         (the lease went to the read-only exit, so the envelope is asked directly)."""
         await self.release_lease()
-        exited = await self._exit_read_only(target, "the restore is verified")
-        if exited:
-            self.mark("writes_back")
+        exited = await self._writes_back(target)
         stored = await self._stored_snapshot(target, planned, names)
         if target.backup_restore.drop_previous_after_verify and stored is not None:
-            step = f"dropping the replaced database {names.previous}"
-            paused = await self._paused()
-            if paused:
-                raise KillSwitchStop(step, paused)
-            await workflow.execute_activity(
-                drop_replaced,
-                DropInput(target=target.target, database=names.previous, run=run, snapshot=stored),
-                start_to_close_timeout=STEP_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=ACT_RETRY,
-            )
-            self.audit.record(
-                "action", f"dropped the replaced database {names.previous} (snapshot kept)"
-            )
-        summary = self._summary(backup, planned, names, stored is not None)
-        if stored is None:
-            summary += (
-                f"; THE SAFETY SNAPSHOT WAS NOT STORED ({self.snapshot_failure}), so the "
-                f"replaced database {names.previous} was kept, not dropped: save it (pg_dump) "
-                "before dropping it"
-            )
-        return await self._end(summary, stored is not None, exited)
-
-    async def _paused(self) -> str:
-        """Why remediations are paused (the kill switch), or "" when they are not."""
-        status = await workflow.execute_activity_method(
-            SafetyActivities.safety_status,
-            SafetyQuery(target=self.params.target, runbook=self.runbook),
-            start_to_close_timeout=STEP_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=READ_RETRY,
-        )
-        if not status.paused:
-            return ""
-        by = f" by {status.paused_by}" if status.paused_by else ""
-        why = f": {status.pause_reason}" if status.pause_reason else ""
-        return f"remediations are paused{by}{why}"
+            status = await self.safety_status()
+            if status.paused:
+                step = f"dropping the replaced database {names.previous}"
+                raise KillSwitchStop(step, f"remediations are {status.paused_text()}")
+            await self._drop_replaced(target, names, run, stored)
+        return await self._end(backup, planned, names, stored is not None, exited)
 
     def _summary(
         self, backup: BackupInfo, snapshot: PlannedSnapshot, names: DatabaseNames, stored: bool

@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify.incident_record import post_incident_record
     from activities.notify.models import Notification, NotifyResult
     from activities.notify.send import notify
-    from activities.safety import SafetyActivities, SafetyQuery
+    from activities.safety import SafetyActivities, SafetyQuery, SafetyStatus
     from activities.targets import (
         DescribeTargetInput,
         GateSettings,
@@ -368,6 +368,16 @@ class RunbookWorkflow:
             )
         return result
 
+    async def safety_status(self) -> SafetyStatus:
+        """The safety envelope's word on this run's target now: kill switch, cooldown, budget."""
+        return await workflow.execute_activity_method(
+            SafetyActivities.safety_status,
+            SafetyQuery(target=self.params.target, runbook=self.runbook),
+            start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=READ_RETRY,
+        )
+
     async def approve_plan(self, plan: Plan, replan: Replan | None = None) -> ApprovalDecision:
         """The gate, inside the safety envelope: outside the cooldown and budget nothing is
         auto-approved; once approved, the run waits for the target's lease (one destructive
@@ -379,13 +389,7 @@ class RunbookWorkflow:
         that no longer fits comes back SUPERSEDED (see `replanning`)."""
         if self.params.dry_run:
             return await self.gate.request(plan, dry_run=True)
-        status = await workflow.execute_activity_method(
-            SafetyActivities.safety_status,
-            SafetyQuery(target=self.params.target, runbook=self.runbook),
-            start_to_close_timeout=timedelta(seconds=30),
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=READ_RETRY,
-        )
+        status = await self.safety_status()
         blocked = status.auto_approval_blocked()
         if blocked is not None and self.gate.settings.auto_approve is not None:
             self.gate.auto_approval_blocked = blocked
