@@ -157,9 +157,8 @@ async def extend_silence(params: ExtendSilenceInput) -> ExtendSilenceResult:
     if config is None:
         return ExtendSilenceResult(configured=False)
     api = AlertmanagerApi(config)
-    path = f"/silence/{quote(params.silence_id, safe='')}"
-    silence = await api.request("GET", path, f"read silence {params.silence_id}")
-    if silence is None or silence.get("status", {}).get("state") == "expired":
+    silence = await _still_holding(api, params.silence_id)
+    if silence is None:
         return ExtendSilenceResult()
     ends_at = datetime.now(UTC) + config.ends_after
     updated = await api.request(
@@ -185,9 +184,19 @@ async def expire_silence(params: ExpireSilenceInput) -> ExpireSilenceResult:
     if config is None:
         return ExpireSilenceResult(configured=False)
     api = AlertmanagerApi(config)
-    path = f"/silence/{quote(params.silence_id, safe='')}"
-    silence = await api.request("GET", path, f"read silence {params.silence_id}")
-    if silence is None or silence.get("status", {}).get("state") == "expired":
+    if await _still_holding(api, params.silence_id) is None:
         return ExpireSilenceResult(already_over=True)
-    await api.request("DELETE", path, f"expire silence {params.silence_id}")
+    await api.request("DELETE", _path(params.silence_id), f"expire silence {params.silence_id}")
     return ExpireSilenceResult(expired=True)
+
+
+def _path(silence_id: str) -> str:
+    return f"/silence/{quote(silence_id, safe='')}"
+
+
+async def _still_holding(api: AlertmanagerApi, silence_id: str) -> dict[str, Any] | None:
+    """The silence as Alertmanager has it, or None when it is gone or already over."""
+    silence = await api.request("GET", _path(silence_id), f"read silence {silence_id}")
+    if silence is None or silence.get("status", {}).get("state") == "expired":
+        return None
+    return dict(silence)
